@@ -1,1 +1,198 @@
-fn main() {}
+//! The `chatlake` binary: `serve`, `compact`, `bench`. Configuration in [`config`].
+
+mod bench;
+mod config;
+
+use anyhow::{Context, Result, bail};
+use chatlake_api::{AppState, options::parse_keys};
+use chatlake_ingest::deadletter::DeadLetters;
+use chatlake_ingest::lake::Lake;
+use chatlake_ingest::links::LinkSigner;
+use chatlake_ingest::{Ingestor, Normalizer};
+use chatlake_model::Table;
+use clap::{Parser, Subcommand};
+use config::Config;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "chatlake", version, about = "Analytics and experimentation for WhatsApp Business messaging")]
+struct Cli {
+    /// TOML config file (also CHATLAKE_CONFIG).
+    #[arg(long, global = true, env = "CHATLAKE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (ingest and admin endpoints).
+    Serve {
+        /// Listen address (overrides CHATLAKE_BIND and the file).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Merge each closed day's small files into large time-sorted files.
+    Compact {
+        /// Compact partitions dated before this day (default: today, UTC).
+        #[arg(long)]
+        before: Option<chrono::NaiveDate>,
+        /// Only this table (default: every table).
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Benchmarks; see BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+/// The state of one running instance, built from the config.
+pub struct Runtime {
+    pub config: Config,
+    pub lake: Lake,
+    pub writer_id: String,
+    pub hash_key: String,
+}
+
+impl Runtime {
+    pub fn from_config(config: Config) -> Result<Runtime> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        let hash_key = match &config.hash_key {
+            Some(k) if !k.is_empty() => k.clone(),
+            _ => config::persistent_secret(dir, "hash_key", 32, "")?,
+        };
+        let writer_id = match &config.writer_id {
+            Some(w) => w.clone(),
+            None => config::persistent_secret(dir, "writer_id", 4, "w")?,
+        };
+        if !chatlake_model::lake::valid_writer_id(&writer_id) {
+            bail!("writer_id `{writer_id}` must be 1-64 ASCII letters, digits or _");
+        }
+        let lake = match &config.lake_url {
+            Some(url) => Lake::from_url(url)?,
+            None => Lake::local(dir.join("lake")),
+        };
+        Ok(Runtime { config, lake, writer_id, hash_key })
+    }
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHATLAKE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.compact().init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: no new requests; flushing what was acknowledged");
+}
+
+/// Builds the app (ingestor, router) for a runtime; used by `serve` and `bench`.
+pub async fn build_app(rt: &Runtime) -> Result<(Arc<Ingestor>, axum::Router)> {
+    let c = &rt.config;
+    let ingestor = Ingestor::open(rt.lake.clone(), &c.data_dir.join("wal"), &rt.writer_id, c.ingest.clone()).await?;
+    ingestor.start_flusher();
+    let norm = Arc::new(Normalizer::new(&rt.hash_key, &c.intent, &c.ingest.policy_version));
+    let links = LinkSigner::new(&norm.hasher.derive_key("click-links-v1"));
+    let dead = DeadLetters::new(c.data_dir.join("dead_letters"), c.ingest.dead_letter_retention_days);
+    match dead.purge_expired() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "purged expired dead letters"),
+        Err(e) => tracing::warn!(error = %e, "could not purge dead letters"),
+    }
+    let keys = parse_keys(&c.server.api_keys).map_err(anyhow::Error::msg)?;
+    let public_url = c.server.public_url.clone().unwrap_or_else(|| format!("http://{}", c.server.bind));
+    let state = AppState::new(
+        ingestor.clone(),
+        norm,
+        links,
+        dead,
+        keys,
+        c.webhooks.clone(),
+        public_url,
+        c.ingest.max_body_bytes,
+    );
+    Ok((ingestor, chatlake_api::router(Arc::new(state))))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let rt = Runtime::from_config(config)?;
+    let listener = tokio::net::TcpListener::bind(&rt.config.server.bind)
+        .await
+        .with_context(|| format!("binding {}", rt.config.server.bind))?;
+    let addr = listener.local_addr()?;
+    let (ingestor, router) = build_app(&rt).await?;
+    if rt.config.server.api_keys.is_empty() {
+        tracing::warn!("no API keys configured (CHATLAKE_API_KEYS): only /healthz, /metrics and the webhooks answer");
+    }
+    tracing::info!(%addr, lake = %rt.lake.describe(), writer = %rt.writer_id, "chatlake listening");
+    // Tests and scripts read this line to find the port.
+    println!("chatlake listening on http://{addr}");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    ingestor.shutdown().await.context("final flush")?;
+    tracing::info!(checkpoint = ingestor.checkpoint(), "stopped cleanly");
+    Ok(())
+}
+
+async fn compact(config: Config, before: Option<chrono::NaiveDate>, table: Option<String>) -> Result<()> {
+    let rt = Runtime::from_config(config)?;
+    let tables: Vec<Table> = match table {
+        Some(t) => vec![Table::from_name(&t).with_context(|| format!("unknown table `{t}`"))?],
+        None => Table::ALL.to_vec(),
+    };
+    let before = before.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("compacting partitions before {before}"));
+    let state_dir = rt.config.data_dir.join("wal");
+    std::fs::create_dir_all(&state_dir)?;
+    let report = chatlake_ingest::compact::compact(
+        &rt.lake,
+        &state_dir,
+        &rt.writer_id,
+        &rt.config.ingest,
+        &tables,
+        before,
+        &|label| {
+            bar.inc(1);
+            bar.set_message(label.to_owned());
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "compacted {} partitions: {} files -> {} files, {} rows, {} -> {} bytes",
+        report.partitions, report.files_in, report.files_out, report.rows, report.bytes_in, report.bytes_out
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut config = config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Command::Serve { bind: Some(b) } = &cli.command {
+        config.server.bind = b.clone();
+    }
+    init_logs(&config.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve { .. } => serve(config).await,
+            Command::Compact { before, table } => compact(config, before, table).await,
+            Command::Bench { which } => bench::run(which).await,
+        }
+    })
+}

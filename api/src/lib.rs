@@ -1,1 +1,361 @@
-//! placeholder
+//! `chatlake-api`: the axum HTTP server of API.md — routes, auth by role, and the one
+//! error → status mapping ([`error::status_of`]).
+//!
+//! Start reading at [`router`]: every route and the roles it takes are listed there.
+
+pub mod error;
+pub mod options;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chatlake_ingest::deadletter::DeadLetters;
+use chatlake_ingest::links::{LinkClaims, LinkSigner};
+use chatlake_ingest::shopify::Resource;
+use chatlake_ingest::whatsapp::{Outcome, Reject};
+use chatlake_ingest::{Ingestor, Normalizer, generic, shopify, signature, whatsapp};
+use chatlake_model::tables::ClickEvent;
+use chatlake_model::{Event, Ts};
+use error::ApiError;
+pub use options::{Role, ServerOptions, WebhookOptions};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub ingestor: Arc<Ingestor>,
+    pub norm: Arc<Normalizer>,
+    pub links: LinkSigner,
+    pub dead_letters: DeadLetters,
+    pub keys: Vec<(String, Role)>,
+    pub webhooks: WebhookOptions,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    /// Recently seen `X-Shopify-Webhook-Id`s (redeliveries are answered, not landed).
+    shopify_seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ingestor: Arc<Ingestor>,
+        norm: Arc<Normalizer>,
+        links: LinkSigner,
+        dead_letters: DeadLetters,
+        keys: Vec<(String, Role)>,
+        webhooks: WebhookOptions,
+        public_url: String,
+        max_body_bytes: usize,
+    ) -> AppState {
+        AppState {
+            ingestor,
+            norm,
+            links,
+            dead_letters,
+            keys,
+            webhooks,
+            public_url,
+            max_body_bytes,
+            shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
+        }
+    }
+}
+
+type St = State<Arc<AppState>>;
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+const INGEST: &[Role] = &[Role::Ingest, Role::Admin];
+const ADMIN: &[Role] = &[Role::Admin];
+const LINKS: &[Role] = &[Role::Ingest, Role::Marketer, Role::Admin];
+
+/// Checks the bearer key and its role (constant-time comparison against every key).
+fn authorize(state: &AppState, headers: &HeaderMap, allowed: &[Role]) -> ApiResult<Role> {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(ApiError::unauthorized)?;
+    let mut found = None;
+    for (k, role) in &state.keys {
+        if bool::from(k.as_bytes().ct_eq(key.as_bytes())) {
+            found = Some(*role);
+        }
+    }
+    let role = found.ok_or_else(ApiError::unauthorized)?;
+    if allowed.contains(&role) {
+        Ok(role)
+    } else {
+        let names: Vec<String> = allowed.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+        Err(ApiError::forbidden(&names.join(" or ")))
+    }
+}
+
+fn body(state: &AppState, b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    b.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(state.max_body_bytes)
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
+        }
+    })
+}
+
+fn not_configured(what: &'static str) -> ApiError {
+    chatlake_ingest::Error::NotConfigured { what }.into()
+}
+
+/// The router with every route of API.md that exists so far.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .route("/v1/webhooks/whatsapp", get(whatsapp_verify).post(whatsapp_post))
+        .route("/v1/webhooks/shopify/orders", post(shopify_orders))
+        .route("/v1/webhooks/shopify/checkouts", post(shopify_checkouts))
+        .route("/v1/events/{table}", post(post_events))
+        .route("/v1/links", post(mint_link))
+        .route("/c/{token}", get(click))
+        .route("/v1/admin/flush", post(flush))
+        .route("/v1/admin/dead_letters", get(list_dead_letters))
+        .route("/v1/admin/dead_letters/{id}", get(get_dead_letter))
+        .route("/v1/admin/dead_letters/{id}/replay", post(replay_dead_letter))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn healthz(State(s): St) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "buffered_rows": s.ingestor.buffered_rows(),
+        "checkpoint": s.ingestor.checkpoint(),
+        "last_flush_error": s.ingestor.last_flush_error(),
+    }))
+    .into_response()
+}
+
+async fn prometheus(State(s): St) -> Response {
+    let st = s.ingestor.stats();
+    let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let text = format!(
+        "# TYPE chatlake_requests_acked_total counter\nchatlake_requests_acked_total {}\n\
+         # TYPE chatlake_events_acked_total counter\nchatlake_events_acked_total {}\n\
+         # TYPE chatlake_wal_syncs_total counter\nchatlake_wal_syncs_total {}\n\
+         # TYPE chatlake_wal_errors_total counter\nchatlake_wal_errors_total {}\n\
+         # TYPE chatlake_flushes_total counter\nchatlake_flushes_total {}\n\
+         # TYPE chatlake_flush_errors_total counter\nchatlake_flush_errors_total {}\n\
+         # TYPE chatlake_rows_flushed_total counter\nchatlake_rows_flushed_total {}\n\
+         # TYPE chatlake_files_written_total counter\nchatlake_files_written_total {}\n\
+         # TYPE chatlake_dead_letters_total counter\nchatlake_dead_letters_total {}\n\
+         # TYPE chatlake_buffered_rows gauge\nchatlake_buffered_rows {}\n",
+        c(&st.requests_acked),
+        c(&st.events_acked),
+        c(&st.wal_syncs),
+        c(&st.wal_errors),
+        c(&st.flushes),
+        c(&st.flush_errors),
+        c(&st.rows_flushed),
+        c(&st.files_written),
+        c(&st.dead_letters),
+        s.ingestor.buffered_rows(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn whatsapp_verify(State(s): St, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let token = s.webhooks.whatsapp_verify_token.as_deref().ok_or_else(|| not_configured("the WhatsApp verify token"))?;
+    let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
+    let given = q.get("hub.verify_token").map(String::as_str).unwrap_or("");
+    match q.get("hub.challenge") {
+        Some(challenge) if mode_ok && bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
+            Ok(([(header::CONTENT_TYPE, "text/plain")], challenge.clone()).into_response())
+        }
+        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "verification_failed", "hub.mode or hub.verify_token does not match")),
+    }
+}
+
+/// Lands what was understood and keeps the payload as a dead letter if anything was not.
+async fn land(s: &AppState, endpoint: &str, outcome: Outcome, raw: &[u8]) -> ApiResult<(usize, Option<String>)> {
+    let n = outcome.events.len();
+    s.ingestor.submit(outcome.events).await?;
+    let mut dead = None;
+    if !outcome.rejects.is_empty() {
+        let id = s.dead_letters.put(endpoint, outcome.rejects, raw)?;
+        s.ingestor.stats().dead_letters.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(dead_letter = %id, endpoint, "payload not fully understood; kept as a dead letter");
+        dead = Some(id);
+    }
+    Ok((n, dead))
+}
+
+async fn whatsapp_post(State(s): St, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> ApiResult {
+    let raw = body(&s, b)?;
+    let secret = s.webhooks.whatsapp_app_secret.as_deref().ok_or_else(|| not_configured("the WhatsApp app secret"))?;
+    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    if !signature::verify_whatsapp(secret, &raw, sig) {
+        return Err(chatlake_ingest::Error::BadSignature { header: "X-Hub-Signature-256" }.into());
+    }
+    let outcome = whatsapp::parse(&raw, &s.norm, Ts::now(), None)?;
+    let (n, dead) = land(&s, "/v1/webhooks/whatsapp", outcome, &raw).await?;
+    Ok(axum::Json(json!({"accepted": n, "dead_letter": dead})).into_response())
+}
+
+async fn shopify_common(s: &AppState, headers: &HeaderMap, raw: Bytes, resource: Resource, endpoint: &str) -> ApiResult {
+    let secret = s.webhooks.shopify_secret.as_deref().ok_or_else(|| not_configured("the Shopify secret"))?;
+    let sig = headers.get("x-shopify-hmac-sha256").and_then(|v| v.to_str().ok());
+    if !signature::verify_shopify(secret, &raw, sig) {
+        return Err(chatlake_ingest::Error::BadSignature { header: "X-Shopify-Hmac-Sha256" }.into());
+    }
+    let webhook_id = headers.get("x-shopify-webhook-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(id) = &webhook_id
+        && s.shopify_seen.lock().unwrap_or_else(|p| p.into_inner()).0.contains(id)
+    {
+        return Ok(axum::Json(json!({"accepted": 0, "duplicate": true})).into_response());
+    }
+    let outcome = shopify::parse(resource, &raw, &s.norm, Ts::now())?;
+    let (n, dead) = land(s, endpoint, outcome, &raw).await?;
+    if let Some(id) = webhook_id {
+        let mut seen = s.shopify_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.0.insert(id.clone()) {
+            seen.1.push_back(id);
+            if seen.1.len() > 100_000
+                && let Some(old) = seen.1.pop_front()
+            {
+                seen.0.remove(&old);
+            }
+        }
+    }
+    Ok(axum::Json(json!({"accepted": n, "dead_letter": dead})).into_response())
+}
+
+async fn shopify_orders(State(s): St, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> ApiResult {
+    let raw = body(&s, b)?;
+    shopify_common(&s, &headers, raw, Resource::Order, "/v1/webhooks/shopify/orders").await
+}
+
+async fn shopify_checkouts(State(s): St, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> ApiResult {
+    let raw = body(&s, b)?;
+    shopify_common(&s, &headers, raw, Resource::Checkout, "/v1/webhooks/shopify/checkouts").await
+}
+
+async fn post_events(
+    State(s): St,
+    Path(table): Path<String>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    authorize(&s, &headers, INGEST)?;
+    let raw = body(&s, b)?;
+    let table = generic::postable_table(&table)?;
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-ndjson"));
+    let records = generic::split_records(&raw, ndjson)?;
+    let parsed = generic::parse(table, &records, &s.norm, Ts::now())?;
+    let n = parsed.events.len();
+    s.ingestor.submit(parsed.events).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"accepted": n, "ignored_fields": parsed.ignored_fields}))).into_response())
+}
+
+#[derive(Deserialize)]
+struct MintLink {
+    message_id: String,
+    url: String,
+    phone: Option<String>,
+    phone_hash: Option<String>,
+}
+
+async fn mint_link(State(s): St, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> ApiResult {
+    authorize(&s, &headers, LINKS)?;
+    let raw = body(&s, b)?;
+    let req: MintLink = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("expected {{message_id, url, phone}}: {e}")))?;
+    let bad = |field: &str, msg: &str| {
+        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_record", format!("field `{field}`: {msg}"));
+        e.detail = Some(json!({"record": 0, "field": field}));
+        e
+    };
+    let phone_hash = match (req.phone, req.phone_hash) {
+        (Some(p), _) => s.norm.hasher.hash_phone(&p).map_err(|e| bad("phone", &format!("not a valid E.164 number: {e}")))?,
+        (None, Some(h)) if chatlake_ingest::record::is_phone_hash(&h) => h,
+        _ => return Err(bad("phone", "is required")),
+    };
+    if req.message_id.is_empty() {
+        return Err(bad("message_id", "is required"));
+    }
+    let token = s.links.mint(&LinkClaims { message_id: req.message_id, url: req.url, phone_hash })?;
+    let url = format!("{}/c/{token}", s.public_url.trim_end_matches('/'));
+    Ok((StatusCode::CREATED, axum::Json(json!({"token": token, "url": url}))).into_response())
+}
+
+async fn click(State(s): St, Path(token): Path<String>) -> ApiResult {
+    let claims = s
+        .links
+        .verify(&token)
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "link_not_found", "this link is not valid"))?;
+    let now = Ts::now();
+    let event = Event::Clicks(ClickEvent {
+        click_id: ulid::Ulid::new().to_string(),
+        message_id: claims.message_id,
+        ts: now,
+        phone_hash: claims.phone_hash,
+        url: claims.url.clone(),
+        received_at: now,
+    });
+    s.ingestor.submit(vec![event]).await?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, claims.url), (header::CACHE_CONTROL, "no-store".into())]).into_response())
+}
+
+async fn flush(State(s): St, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, ADMIN)?;
+    s.ingestor.flush().await?;
+    Ok(axum::Json(json!({"flushed": true, "checkpoint": s.ingestor.checkpoint()})).into_response())
+}
+
+async fn list_dead_letters(State(s): St, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, ADMIN)?;
+    let list = s.dead_letters.list()?;
+    Ok(axum::Json(json!({"dead_letters": list})).into_response())
+}
+
+async fn get_dead_letter(State(s): St, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, ADMIN)?;
+    Ok(axum::Json(s.dead_letters.get(&id)?).into_response())
+}
+
+/// Re-parses a dead letter's rejected parts with this version and lands what is now
+/// understood; the dead letter is removed once nothing is left.
+async fn replay_dead_letter(State(s): St, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, ADMIN)?;
+    let mut letter = s.dead_letters.get(&id)?;
+    let paths: Vec<String> = letter.rejects.iter().map(|r| r.path.clone()).collect();
+    let body = letter.body.as_bytes();
+    let outcome = match letter.endpoint.as_str() {
+        "/v1/webhooks/whatsapp" => whatsapp::parse(body, &s.norm, Ts::now(), Some(&paths))?,
+        "/v1/webhooks/shopify/orders" => shopify::parse(Resource::Order, body, &s.norm, Ts::now())?,
+        "/v1/webhooks/shopify/checkouts" => shopify::parse(Resource::Checkout, body, &s.norm, Ts::now())?,
+        other => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "not_replayable", format!("dead letters of {other} cannot be replayed")));
+        }
+    };
+    let remaining: Vec<Reject> = outcome.rejects;
+    let landed = outcome.events.len();
+    s.ingestor.submit(outcome.events).await?;
+    if remaining.is_empty() {
+        s.dead_letters.remove(&id)?;
+    } else {
+        s.dead_letters.update_rejects(&mut letter, remaining.clone())?;
+    }
+    Ok(axum::Json(json!({"id": id, "landed": landed, "remaining": remaining})).into_response())
+}

@@ -1,0 +1,197 @@
+//! `chatlake bench ingest`: signed single-status WhatsApp webhooks over loopback with
+//! keep-alive from concurrent connections, against the real server and, in the same run,
+//! a bare axum handler that answers 200. Prints rate, p50/p99 latency, RSS and the ratio.
+
+use crate::config::Config;
+use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(clap::Subcommand)]
+pub enum Which {
+    /// Durable webhook acks per second vs a bare axum handler.
+    Ingest {
+        /// Seconds of load per target.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn webhook(i: usize) -> String {
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"106540352242922"}},"statuses":[{{"id":"wamid.bench{i:012}","status":"delivered","timestamp":"{}","recipient_id":"55119{:08}","pricing":{{"billable":true,"pricing_model":"PMP","type":"regular","category":"marketing"}}}}]}},"field":"messages"}}]}}]}}"#,
+        1_767_225_600 + (i % 86_400),
+        i % 100_000_000
+    )
+}
+
+struct Load {
+    requests: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+    elapsed: Duration,
+}
+
+async fn one_connection(addr: std::net::SocketAddr, reqs: Arc<Vec<Vec<u8>>>, offset: usize, stop: Arc<AtomicBool>) -> Result<(u64, u64, Vec<u32>)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; 8192];
+    let (mut ok, mut bad, mut lat) = (0u64, 0u64, Vec::with_capacity(1 << 16));
+    let mut i = offset;
+    while !stop.load(Ordering::Relaxed) {
+        let req = &reqs[i % reqs.len()];
+        i += 1;
+        let t = Instant::now();
+        s.write_all(req).await?;
+        let mut filled = 0;
+        let (head_end, content_len) = loop {
+            let n = s.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            filled += n;
+            if let Some(p) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&buf[..p]).unwrap_or("");
+                let cl = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                    .unwrap_or(0);
+                if head.starts_with("HTTP/1.1 200") {
+                    ok += 1;
+                } else {
+                    bad += 1;
+                }
+                break (p + 4, cl);
+            }
+        };
+        while filled < head_end + content_len {
+            let n = s.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            filled += n;
+        }
+        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+    Ok((ok, bad, lat))
+}
+
+async fn drive(addr: std::net::SocketAddr, path: &str, secret: &str, seconds: u64, conns: usize, offset: usize) -> Result<Load> {
+    let reqs: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| {
+            let body = webhook(offset + i);
+            let sig = chatlake_ingest::signature::sign_whatsapp(secret, body.as_bytes());
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nX-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        })
+        .collect();
+    let reqs = Arc::new(reqs);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| tokio::spawn(one_connection(addr, reqs.clone(), c * 311, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut load = Load { requests: 0, errors: 0, latencies_us: Vec::new(), elapsed: Duration::ZERO };
+    for t in tasks {
+        let (ok, bad, lat) = t.await??;
+        load.requests += ok;
+        load.errors += bad;
+        load.latencies_us.extend(lat);
+    }
+    load.elapsed = start.elapsed();
+    load.latencies_us.sort_unstable();
+    Ok(load)
+}
+
+fn pct(l: &[u32], p: f64) -> f64 {
+    if l.is_empty() {
+        return 0.0;
+    }
+    l[((l.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+pub async fn run(which: Which) -> Result<()> {
+    let Which::Ingest { seconds, concurrency } = which;
+    let secret = "bench-secret";
+    // The bare handler: same server stack, no work.
+    let bare = axum::Router::new().route("/v1/webhooks/whatsapp", axum::routing::post(|_b: bytes::Bytes| async { "{}" }));
+    let bare_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bare_addr = bare_l.local_addr()?;
+    tokio::spawn(async move { axum::serve(bare_l, bare).await });
+
+    let dir = std::env::temp_dir().join(format!("chatlake-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = Config { data_dir: dir.clone(), hash_key: Some("bench-key".into()), ..Config::default() };
+    config.webhooks.whatsapp_app_secret = Some(secret.into());
+    let rt = crate::Runtime::from_config(config)?;
+    let (ingestor, router) = crate::build_app(&rt).await?;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move { axum::serve(l, router).await });
+
+    println!("chatlake bench ingest: {seconds} s per target, {concurrency} keep-alive connections, 2 targets in one process");
+    let b = drive(bare_addr, "/v1/webhooks/whatsapp", secret, seconds, concurrency, 0).await?;
+    let rss_before = rss_kib("VmRSS:");
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let ss = sampler_stop.clone();
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while !ss.load(Ordering::Relaxed) {
+            samples.push(rss_kib("VmRSS:"));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        samples
+    });
+    let c = drive(addr, "/v1/webhooks/whatsapp", secret, seconds, concurrency, 1_000_000).await?;
+    sampler_stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await?;
+    ingestor.flush().await.context("final flush")?;
+    let rate = |l: &Load| l.requests as f64 / l.elapsed.as_secs_f64();
+    let (rb, rc) = (rate(&b), rate(&c));
+    println!("target            req/s    p50 ms   p99 ms   errors");
+    println!("bare axum     {rb:>10.0} {:>8.2} {:>8.2} {:>8}", pct(&b.latencies_us, 0.5), pct(&b.latencies_us, 0.99), b.errors);
+    println!("chatlake      {rc:>10.0} {:>8.2} {:>8.2} {:>8}", pct(&c.latencies_us, 0.5), pct(&c.latencies_us, 0.99), c.errors);
+    println!("ratio chatlake/bare: {:.2}", rc / rb.max(1.0));
+    let third = samples.len() / 3;
+    let early = samples.iter().skip(1).take(third.max(1)).max().copied().unwrap_or(0);
+    let late = samples.iter().skip(samples.len().saturating_sub(third.max(1))).max().copied().unwrap_or(0);
+    println!(
+        "RSS: {} MiB before load, max {} MiB in the first third, {} MiB in the last third, peak (VmHWM) {} MiB",
+        rss_before / 1024,
+        early / 1024,
+        late / 1024,
+        rss_kib("VmHWM:") / 1024
+    );
+    println!(
+        "durable: {} events acknowledged, {} WAL fsyncs ({:.1} requests per fsync), {} rows in Parquet",
+        ingestor.stats().events_acked.load(Ordering::Relaxed),
+        ingestor.stats().wal_syncs.load(Ordering::Relaxed),
+        ingestor.stats().requests_acked.load(Ordering::Relaxed) as f64
+            / ingestor.stats().wal_syncs.load(Ordering::Relaxed).max(1) as f64,
+        ingestor.stats().rows_flushed.load(Ordering::Relaxed)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
