@@ -146,9 +146,9 @@ pub async fn run(which: Which) -> Result<()> {
     let mut config = Config { data_dir: dir.clone(), hash_key: Some("bench-key".into()), ..Config::default() };
     config.webhooks.whatsapp_app_secret = Some(secret.into());
     let rt = crate::Runtime::from_config(config)?;
-    let (ingestor, router) = crate::build_app(&rt).await?;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
+    let (ingestor, router) = crate::build_app(&rt, addr).await?;
     tokio::spawn(async move { axum::serve(l, router).await });
 
     println!("chatlake bench ingest: {seconds} s per target, {concurrency} keep-alive connections, 2 targets in one process");

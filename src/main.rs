@@ -102,7 +102,7 @@ async fn shutdown_signal() {
 }
 
 /// Builds the app (ingestor, router) for a runtime; used by `serve` and `bench`.
-pub async fn build_app(rt: &Runtime) -> Result<(Arc<Ingestor>, axum::Router)> {
+pub async fn build_app(rt: &Runtime, bound: std::net::SocketAddr) -> Result<(Arc<Ingestor>, axum::Router)> {
     let c = &rt.config;
     let ingestor = Ingestor::open(rt.lake.clone(), &c.data_dir.join("wal"), &rt.writer_id, c.ingest.clone()).await?;
     ingestor.start_flusher();
@@ -115,7 +115,7 @@ pub async fn build_app(rt: &Runtime) -> Result<(Arc<Ingestor>, axum::Router)> {
         Err(e) => tracing::warn!(error = %e, "could not purge dead letters"),
     }
     let keys = parse_keys(&c.server.api_keys).map_err(anyhow::Error::msg)?;
-    let public_url = c.server.public_url.clone().unwrap_or_else(|| format!("http://{}", c.server.bind));
+    let public_url = c.server.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
     let state = AppState::new(
         ingestor.clone(),
         norm,
@@ -135,7 +135,7 @@ async fn serve(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", rt.config.server.bind))?;
     let addr = listener.local_addr()?;
-    let (ingestor, router) = build_app(&rt).await?;
+    let (ingestor, router) = build_app(&rt, addr).await?;
     if rt.config.server.api_keys.is_empty() {
         tracing::warn!("no API keys configured (CHATLAKE_API_KEYS): only /healthz, /metrics and the webhooks answer");
     }

@@ -136,7 +136,7 @@ macro_rules! event_table {
                 SCHEMA
                     .get_or_init(|| {
                         Arc::new(Schema::new(vec![
-                            $( Field::new(stringify!($field), <$ty as Column>::data_type(), <$ty as Column>::NULLABLE), )*
+                            $( Field::new(stringify!($field).trim_start_matches("r#"), <$ty as Column>::data_type(), <$ty as Column>::NULLABLE), )*
                         ]))
                     })
                     .clone()

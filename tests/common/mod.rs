@@ -1,0 +1,188 @@
+//! Starting the real `chatlake` binary on 127.0.0.1:0 and reading its lake back.
+#![allow(dead_code)]
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const ADMIN: &str = "admin-key-123456";
+pub const INGEST: &str = "ingest-key-123456";
+pub const MARKETER: &str = "marketer-key-123456";
+pub const APP_SECRET: &str = "whatsapp-app-secret";
+pub const SHOPIFY_SECRET: &str = "shopify-secret";
+pub const HASH_KEY: &str = "test-hash-key";
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts the binary with `data` as its data dir; extra env vars override.
+    pub fn start(data: &Path, extra: &[(&str, &str)]) -> Server {
+        let log = data.join(format!("server-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_nanos()));
+        std::fs::create_dir_all(data).expect("data dir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatlake"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CHATLAKE_BIND", "127.0.0.1:0")
+            .env("CHATLAKE_DATA_DIR", data)
+            .env("CHATLAKE_HASH_KEY", HASH_KEY)
+            .env("CHATLAKE_API_KEYS", format!("{ADMIN}:admin,{INGEST}:ingest,{MARKETER}:marketer"))
+            .env("CHATLAKE_WHATSAPP_APP_SECRET", APP_SECRET)
+            .env("CHATLAKE_WHATSAPP_VERIFY_TOKEN", "verify-me")
+            .env("CHATLAKE_SHOPIFY_SECRET", SHOPIFY_SECRET)
+            .env("CHATLAKE_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start chatlake");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        let base = line
+            .trim()
+            .strip_prefix("chatlake listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", std::fs::read_to_string(&log).unwrap_or_default()))
+            .to_owned();
+        Server { child, base, data: data.to_owned(), log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn flush(&self) {
+        let r = client().post(self.url("/v1/admin/flush")).bearer_auth(ADMIN).send().expect("flush");
+        assert_eq!(r.status(), 200, "flush: {}", r.text().unwrap_or_default());
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..200 {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+pub fn sign_whatsapp(body: &[u8]) -> String {
+    chatlake_ingest::signature::sign_whatsapp(APP_SECRET, body)
+}
+
+pub fn sign_shopify(body: &[u8]) -> String {
+    chatlake_ingest::signature::sign_shopify(SHOPIFY_SECRET, body)
+}
+
+pub fn post_whatsapp(s: &Server, body: &[u8]) -> reqwest::blocking::Response {
+    client()
+        .post(s.url("/v1/webhooks/whatsapp"))
+        .header("X-Hub-Signature-256", sign_whatsapp(body))
+        .header("Content-Type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .expect("post")
+}
+
+pub fn post_events(s: &Server, table: &str, body: &str) -> reqwest::blocking::Response {
+    client()
+        .post(s.url(&format!("/v1/events/{table}")))
+        .bearer_auth(INGEST)
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .expect("post")
+}
+
+/// Every Parquet file of a table in the local lake.
+pub fn table_files(data: &Path, table: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let dir = data.join("lake/events").join(table);
+    let Ok(parts) = std::fs::read_dir(&dir) else { return out };
+    for p in parts.flatten() {
+        for f in std::fs::read_dir(p.path()).expect("partition").flatten() {
+            if f.path().extension().is_some_and(|e| e == "parquet") {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn read_table(data: &Path, table: &str) -> Vec<RecordBatch> {
+    table_files(data, table)
+        .into_iter()
+        .flat_map(|f| {
+            let file = std::fs::File::open(&f).expect("open parquet");
+            ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader").map(|b| b.expect("batch")).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+pub fn rows(data: &Path, table: &str) -> usize {
+    read_table(data, table).iter().map(|b| b.num_rows()).sum()
+}
+
+/// One row per map of column → value rendered as text (NULL as None).
+pub fn table_rows(data: &Path, table: &str) -> Vec<std::collections::BTreeMap<String, Option<String>>> {
+    let mut out = Vec::new();
+    for b in read_table(data, table) {
+        for r in 0..b.num_rows() {
+            let mut m = std::collections::BTreeMap::new();
+            for (i, f) in b.schema().fields().iter().enumerate() {
+                let col = b.column(i);
+                let v = if col.is_null(r) {
+                    None
+                } else {
+                    Some(arrow::util::display::array_value_to_string(col, r).expect("display"))
+                };
+                m.insert(f.name().clone(), v);
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
+pub fn strings(b: &RecordBatch, col: &str) -> Vec<Option<String>> {
+    let c = b.column_by_name(col).expect("column");
+    let s = c.as_string::<i32>();
+    (0..s.len()).map(|i| if s.is_null(i) { None } else { Some(s.value(i).to_owned()) }).collect()
+}
+
+pub fn hash(phone: &str) -> String {
+    chatlake_model::PhoneHasher::new(HASH_KEY).hash_phone(phone).expect("valid phone")
+}
