@@ -49,7 +49,12 @@ struct Load {
     elapsed: Duration,
 }
 
-async fn one_connection(addr: std::net::SocketAddr, reqs: Arc<Vec<Vec<u8>>>, offset: usize, stop: Arc<AtomicBool>) -> Result<(u64, u64, Vec<u32>)> {
+async fn one_connection(
+    addr: std::net::SocketAddr,
+    reqs: Arc<Vec<Vec<u8>>>,
+    offset: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<(u64, u64, Vec<u32>)> {
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let mut buf = vec![0u8; 8192];
@@ -71,7 +76,11 @@ async fn one_connection(addr: std::net::SocketAddr, reqs: Arc<Vec<Vec<u8>>>, off
                 let head = std::str::from_utf8(&buf[..p]).unwrap_or("");
                 let cl = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 if head.starts_with("HTTP/1.1 200") {
                     ok += 1;
@@ -93,7 +102,14 @@ async fn one_connection(addr: std::net::SocketAddr, reqs: Arc<Vec<Vec<u8>>>, off
     Ok((ok, bad, lat))
 }
 
-async fn drive(addr: std::net::SocketAddr, path: &str, secret: &str, seconds: u64, conns: usize, offset: usize) -> Result<Load> {
+async fn drive(
+    addr: std::net::SocketAddr,
+    path: &str,
+    secret: &str,
+    seconds: u64,
+    conns: usize,
+    offset: usize,
+) -> Result<Load> {
     let reqs: Vec<Vec<u8>> = (0..20_000)
         .map(|i| {
             let body = webhook(offset + i);
@@ -113,7 +129,12 @@ async fn drive(addr: std::net::SocketAddr, path: &str, secret: &str, seconds: u6
         .collect();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut load = Load { requests: 0, errors: 0, latencies_us: Vec::new(), elapsed: Duration::ZERO };
+    let mut load = Load {
+        requests: 0,
+        errors: 0,
+        latencies_us: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
     for t in tasks {
         let (ok, bad, lat) = t.await??;
         load.requests += ok;
@@ -133,17 +154,27 @@ fn pct(l: &[u32], p: f64) -> f64 {
 }
 
 pub async fn run(which: Which) -> Result<()> {
-    let Which::Ingest { seconds, concurrency } = which;
+    let Which::Ingest {
+        seconds,
+        concurrency,
+    } = which;
     let secret = "bench-secret";
     // The bare handler: same server stack, no work.
-    let bare = axum::Router::new().route("/v1/webhooks/whatsapp", axum::routing::post(|_b: bytes::Bytes| async { "{}" }));
+    let bare = axum::Router::new().route(
+        "/v1/webhooks/whatsapp",
+        axum::routing::post(|_b: bytes::Bytes| async { "{}" }),
+    );
     let bare_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare_addr = bare_l.local_addr()?;
     tokio::spawn(async move { axum::serve(bare_l, bare).await });
 
     let dir = std::env::temp_dir().join(format!("chatlake-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut config = Config { data_dir: dir.clone(), hash_key: Some("bench-key".into()), ..Config::default() };
+    let mut config = Config {
+        data_dir: dir.clone(),
+        hash_key: Some("bench-key".into()),
+        ..Config::default()
+    };
     config.webhooks.whatsapp_app_secret = Some(secret.into());
     let rt = crate::Runtime::from_config(config)?;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -151,8 +182,18 @@ pub async fn run(which: Which) -> Result<()> {
     let (ingestor, router) = crate::build_app(&rt, addr).await?;
     tokio::spawn(async move { axum::serve(l, router).await });
 
-    println!("chatlake bench ingest: {seconds} s per target, {concurrency} keep-alive connections, 2 targets in one process");
-    let b = drive(bare_addr, "/v1/webhooks/whatsapp", secret, seconds, concurrency, 0).await?;
+    println!(
+        "chatlake bench ingest: {seconds} s per target, {concurrency} keep-alive connections, 2 targets in one process"
+    );
+    let b = drive(
+        bare_addr,
+        "/v1/webhooks/whatsapp",
+        secret,
+        seconds,
+        concurrency,
+        0,
+    )
+    .await?;
     let rss_before = rss_kib("VmRSS:");
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let ss = sampler_stop.clone();
@@ -164,19 +205,48 @@ pub async fn run(which: Which) -> Result<()> {
         }
         samples
     });
-    let c = drive(addr, "/v1/webhooks/whatsapp", secret, seconds, concurrency, 1_000_000).await?;
+    let c = drive(
+        addr,
+        "/v1/webhooks/whatsapp",
+        secret,
+        seconds,
+        concurrency,
+        1_000_000,
+    )
+    .await?;
     sampler_stop.store(true, Ordering::Relaxed);
     let samples = sampler.await?;
     ingestor.flush().await.context("final flush")?;
     let rate = |l: &Load| l.requests as f64 / l.elapsed.as_secs_f64();
     let (rb, rc) = (rate(&b), rate(&c));
     println!("target            req/s    p50 ms   p99 ms   errors");
-    println!("bare axum     {rb:>10.0} {:>8.2} {:>8.2} {:>8}", pct(&b.latencies_us, 0.5), pct(&b.latencies_us, 0.99), b.errors);
-    println!("chatlake      {rc:>10.0} {:>8.2} {:>8.2} {:>8}", pct(&c.latencies_us, 0.5), pct(&c.latencies_us, 0.99), c.errors);
+    println!(
+        "bare axum     {rb:>10.0} {:>8.2} {:>8.2} {:>8}",
+        pct(&b.latencies_us, 0.5),
+        pct(&b.latencies_us, 0.99),
+        b.errors
+    );
+    println!(
+        "chatlake      {rc:>10.0} {:>8.2} {:>8.2} {:>8}",
+        pct(&c.latencies_us, 0.5),
+        pct(&c.latencies_us, 0.99),
+        c.errors
+    );
     println!("ratio chatlake/bare: {:.2}", rc / rb.max(1.0));
     let third = samples.len() / 3;
-    let early = samples.iter().skip(1).take(third.max(1)).max().copied().unwrap_or(0);
-    let late = samples.iter().skip(samples.len().saturating_sub(third.max(1))).max().copied().unwrap_or(0);
+    let early = samples
+        .iter()
+        .skip(1)
+        .take(third.max(1))
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let late = samples
+        .iter()
+        .skip(samples.len().saturating_sub(third.max(1)))
+        .max()
+        .copied()
+        .unwrap_or(0);
     println!(
         "RSS: {} MiB before load, max {} MiB in the first third, {} MiB in the last third, peak (VmHWM) {} MiB",
         rss_before / 1024,

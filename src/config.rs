@@ -29,7 +29,10 @@ impl fmt::Debug for SenderOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SenderOptions")
             .field("whatsapp_api_url", &self.whatsapp_api_url)
-            .field("whatsapp_token", &self.whatsapp_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "whatsapp_token",
+                &self.whatsapp_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("whatsapp_phone_number_id", &self.whatsapp_phone_number_id)
             .finish()
     }
@@ -96,19 +99,33 @@ const NAMED: &[(&str, &str, &str)] = &[
     ("CHATLAKE_DATA_DIR", "", "data_dir"),
     ("CHATLAKE_LAKE_URL", "", "lake_url"),
     ("CHATLAKE_HASH_KEY", "", "hash_key"),
-    ("CHATLAKE_WHATSAPP_APP_SECRET", "webhooks", "whatsapp_app_secret"),
-    ("CHATLAKE_WHATSAPP_VERIFY_TOKEN", "webhooks", "whatsapp_verify_token"),
+    (
+        "CHATLAKE_WHATSAPP_APP_SECRET",
+        "webhooks",
+        "whatsapp_app_secret",
+    ),
+    (
+        "CHATLAKE_WHATSAPP_VERIFY_TOKEN",
+        "webhooks",
+        "whatsapp_verify_token",
+    ),
     ("CHATLAKE_SHOPIFY_SECRET", "webhooks", "shopify_secret"),
     ("CHATLAKE_WHATSAPP_API_URL", "sender", "whatsapp_api_url"),
     ("CHATLAKE_WHATSAPP_TOKEN", "sender", "whatsapp_token"),
-    ("CHATLAKE_WHATSAPP_PHONE_NUMBER_ID", "sender", "whatsapp_phone_number_id"),
+    (
+        "CHATLAKE_WHATSAPP_PHONE_NUMBER_ID",
+        "sender",
+        "whatsapp_phone_number_id",
+    ),
 ];
 
 fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
     let target = if section.is_empty() {
         table
     } else {
-        let entry = table.entry(section.to_owned()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let entry = table
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
         match entry {
             toml::Value::Table(t) => t,
             other => {
@@ -123,17 +140,24 @@ fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
 /// A generic env value: a TOML scalar or array if it parses as one, else a string.
 fn env_value(raw: &str) -> toml::Value {
     match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }
 
 /// Loads the configuration from `file` (if any) and the environment `env`.
-pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config> {
     let mut table = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-            text.parse::<toml::Table>().with_context(|| format!("parsing config file {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            text.parse::<toml::Table>()
+                .with_context(|| format!("parsing config file {}", path.display()))?
         }
         None => toml::Table::new(),
     };
@@ -150,10 +174,16 @@ pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>
         } else if let Some(rest) = name.strip_prefix("CHATLAKE_")
             && let Some((section, key)) = rest.split_once("__")
         {
-            set(&mut table, &section.to_lowercase(), &key.to_lowercase(), env_value(&value));
+            set(
+                &mut table,
+                &section.to_lowercase(),
+                &key.to_lowercase(),
+                env_value(&value),
+            );
         }
     }
-    let config: Config = Config::deserialize(toml::Value::Table(table)).context("invalid configuration")?;
+    let config: Config =
+        Config::deserialize(toml::Value::Table(table)).context("invalid configuration")?;
     if !matches!(config.log_format.as_str(), "text" | "json") {
         bail!("log_format must be `text` or `json`");
     }
@@ -197,9 +227,18 @@ mod tests {
     fn env_overrides_file_and_defaults() {
         let env = vec![
             ("CHATLAKE_BIND".to_string(), "127.0.0.1:0".to_string()),
-            ("CHATLAKE_API_KEYS".to_string(), "aaaaaaaa:admin, bbbbbbbb:ingest".to_string()),
-            ("CHATLAKE_INGEST__FLUSH_INTERVAL_MS".to_string(), "250".to_string()),
-            ("CHATLAKE_WHATSAPP_APP_SECRET".to_string(), "s3cret".to_string()),
+            (
+                "CHATLAKE_API_KEYS".to_string(),
+                "aaaaaaaa:admin, bbbbbbbb:ingest".to_string(),
+            ),
+            (
+                "CHATLAKE_INGEST__FLUSH_INTERVAL_MS".to_string(),
+                "250".to_string(),
+            ),
+            (
+                "CHATLAKE_WHATSAPP_APP_SECRET".to_string(),
+                "s3cret".to_string(),
+            ),
         ];
         let c = load(None, env).expect("load");
         assert_eq!(c.server.bind, "127.0.0.1:0");

@@ -16,7 +16,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "chatlake", version, about = "Analytics and experimentation for WhatsApp Business messaging")]
+#[command(
+    name = "chatlake",
+    version,
+    about = "Analytics and experimentation for WhatsApp Business messaging"
+)]
 struct Cli {
     /// TOML config file (also CHATLAKE_CONFIG).
     #[arg(long, global = true, env = "CHATLAKE_CONFIG")]
@@ -60,7 +64,8 @@ pub struct Runtime {
 impl Runtime {
     pub fn from_config(config: Config) -> Result<Runtime> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data dir {}", dir.display()))?;
         let hash_key = match &config.hash_key {
             Some(k) if !k.is_empty() => k.clone(),
             _ => config::persistent_secret(dir, "hash_key", 32, "")?,
@@ -76,14 +81,21 @@ impl Runtime {
             Some(url) => Lake::from_url(url)?,
             None => Lake::local(dir.join("lake")),
         };
-        Ok(Runtime { config, lake, writer_id, hash_key })
+        Ok(Runtime {
+            config,
+            lake,
+            writer_id,
+            hash_key,
+        })
     }
 }
 
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHATLAKE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -102,20 +114,40 @@ async fn shutdown_signal() {
 }
 
 /// Builds the app (ingestor, router) for a runtime; used by `serve` and `bench`.
-pub async fn build_app(rt: &Runtime, bound: std::net::SocketAddr) -> Result<(Arc<Ingestor>, axum::Router)> {
+pub async fn build_app(
+    rt: &Runtime,
+    bound: std::net::SocketAddr,
+) -> Result<(Arc<Ingestor>, axum::Router)> {
     let c = &rt.config;
-    let ingestor = Ingestor::open(rt.lake.clone(), &c.data_dir.join("wal"), &rt.writer_id, c.ingest.clone()).await?;
+    let ingestor = Ingestor::open(
+        rt.lake.clone(),
+        &c.data_dir.join("wal"),
+        &rt.writer_id,
+        c.ingest.clone(),
+    )
+    .await?;
     ingestor.start_flusher();
-    let norm = Arc::new(Normalizer::new(&rt.hash_key, &c.intent, &c.ingest.policy_version));
+    let norm = Arc::new(Normalizer::new(
+        &rt.hash_key,
+        &c.intent,
+        &c.ingest.policy_version,
+    ));
     let links = LinkSigner::new(&norm.hasher.derive_key("click-links-v1"));
-    let dead = DeadLetters::new(c.data_dir.join("dead_letters"), c.ingest.dead_letter_retention_days);
+    let dead = DeadLetters::new(
+        c.data_dir.join("dead_letters"),
+        c.ingest.dead_letter_retention_days,
+    );
     match dead.purge_expired() {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "purged expired dead letters"),
         Err(e) => tracing::warn!(error = %e, "could not purge dead letters"),
     }
     let keys = parse_keys(&c.server.api_keys).map_err(anyhow::Error::msg)?;
-    let public_url = c.server.public_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let public_url = c
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
     let state = AppState::new(
         ingestor.clone(),
         norm,
@@ -137,18 +169,26 @@ async fn serve(config: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     let (ingestor, router) = build_app(&rt, addr).await?;
     if rt.config.server.api_keys.is_empty() {
-        tracing::warn!("no API keys configured (CHATLAKE_API_KEYS): only /healthz, /metrics and the webhooks answer");
+        tracing::warn!(
+            "no API keys configured (CHATLAKE_API_KEYS): only /healthz, /metrics and the webhooks answer"
+        );
     }
     tracing::info!(%addr, lake = %rt.lake.describe(), writer = %rt.writer_id, "chatlake listening");
     // Tests and scripts read this line to find the port.
     println!("chatlake listening on http://{addr}");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     ingestor.shutdown().await.context("final flush")?;
     tracing::info!(checkpoint = ingestor.checkpoint(), "stopped cleanly");
     Ok(())
 }
 
-async fn compact(config: Config, before: Option<chrono::NaiveDate>, table: Option<String>) -> Result<()> {
+async fn compact(
+    config: Config,
+    before: Option<chrono::NaiveDate>,
+    table: Option<String>,
+) -> Result<()> {
     let rt = Runtime::from_config(config)?;
     let tables: Vec<Table> = match table {
         Some(t) => vec![Table::from_name(&t).with_context(|| format!("unknown table `{t}`"))?],
@@ -175,7 +215,12 @@ async fn compact(config: Config, before: Option<chrono::NaiveDate>, table: Optio
     bar.finish_and_clear();
     println!(
         "compacted {} partitions: {} files -> {} files, {} rows, {} -> {} bytes",
-        report.partitions, report.files_in, report.files_out, report.rows, report.bytes_in, report.bytes_out
+        report.partitions,
+        report.files_in,
+        report.files_out,
+        report.rows,
+        report.bytes_in,
+        report.bytes_out
     );
     Ok(())
 }
@@ -187,7 +232,9 @@ fn main() -> Result<()> {
         config.server.bind = b.clone();
     }
     init_logs(&config.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         match cli.command {
             Command::Serve { .. } => serve(config).await,

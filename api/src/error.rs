@@ -19,16 +19,33 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), detail: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+        }
     }
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or unknown API key (Authorization: Bearer <key>)")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown API key (Authorization: Bearer <key>)",
+        )
     }
     pub fn forbidden(need: &str) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this key's role may not do this; it needs {need}"))
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this key's role may not do this; it needs {need}"),
+        )
     }
     pub fn too_large(limit: usize) -> ApiError {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body is over {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over {limit} bytes"),
+        )
     }
 }
 
@@ -50,17 +67,26 @@ impl From<IngestError> for ApiError {
             tracing::error!(error = %e, "request failed");
         }
         let detail = match &e {
-            IngestError::InvalidRecord { index, field, .. } => Some(json!({"record": index, "field": field})),
+            IngestError::InvalidRecord { index, field, .. } => {
+                Some(json!({"record": index, "field": field}))
+            }
             _ => None,
         };
-        ApiError { status, code: e.code(), message: e.to_string(), detail }
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+            detail,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut err = json!({"code": self.code, "message": self.message});
-        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.detail, err.as_object_mut()) {
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.detail, err.as_object_mut())
+        {
             obj.extend(extra);
         }
         (self.status, Json(json!({ "error": err }))).into_response()

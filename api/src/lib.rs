@@ -94,7 +94,10 @@ fn authorize(state: &AppState, headers: &HeaderMap, allowed: &[Role]) -> ApiResu
     if allowed.contains(&role) {
         Ok(role)
     } else {
-        let names: Vec<String> = allowed.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|r| format!("{r:?}").to_lowercase())
+            .collect();
         Err(ApiError::forbidden(&names.join(" or ")))
     }
 }
@@ -119,7 +122,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
-        .route("/v1/webhooks/whatsapp", get(whatsapp_verify).post(whatsapp_post))
+        .route(
+            "/v1/webhooks/whatsapp",
+            get(whatsapp_verify).post(whatsapp_post),
+        )
         .route("/v1/webhooks/shopify/orders", post(shopify_orders))
         .route("/v1/webhooks/shopify/checkouts", post(shopify_checkouts))
         .route("/v1/events/{table}", post(post_events))
@@ -128,7 +134,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/admin/flush", post(flush))
         .route("/v1/admin/dead_letters", get(list_dead_letters))
         .route("/v1/admin/dead_letters/{id}", get(get_dead_letter))
-        .route("/v1/admin/dead_letters/{id}/replay", post(replay_dead_letter))
+        .route(
+            "/v1/admin/dead_letters/{id}/replay",
+            post(replay_dead_letter),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -173,52 +182,103 @@ async fn prometheus(State(s): St) -> Response {
 }
 
 async fn whatsapp_verify(State(s): St, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    let token = s.webhooks.whatsapp_verify_token.as_deref().ok_or_else(|| not_configured("the WhatsApp verify token"))?;
+    let token = s
+        .webhooks
+        .whatsapp_verify_token
+        .as_deref()
+        .ok_or_else(|| not_configured("the WhatsApp verify token"))?;
     let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
     let given = q.get("hub.verify_token").map(String::as_str).unwrap_or("");
     match q.get("hub.challenge") {
         Some(challenge) if mode_ok && bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
             Ok(([(header::CONTENT_TYPE, "text/plain")], challenge.clone()).into_response())
         }
-        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "verification_failed", "hub.mode or hub.verify_token does not match")),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "verification_failed",
+            "hub.mode or hub.verify_token does not match",
+        )),
     }
 }
 
 /// Lands what was understood and keeps the payload as a dead letter if anything was not.
-async fn land(s: &AppState, endpoint: &str, outcome: Outcome, raw: &[u8]) -> ApiResult<(usize, Option<String>)> {
+async fn land(
+    s: &AppState,
+    endpoint: &str,
+    outcome: Outcome,
+    raw: &[u8],
+) -> ApiResult<(usize, Option<String>)> {
     let n = outcome.events.len();
     s.ingestor.submit(outcome.events).await?;
     let mut dead = None;
     if !outcome.rejects.is_empty() {
         let id = s.dead_letters.put(endpoint, outcome.rejects, raw)?;
-        s.ingestor.stats().dead_letters.fetch_add(1, Ordering::Relaxed);
+        s.ingestor
+            .stats()
+            .dead_letters
+            .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(dead_letter = %id, endpoint, "payload not fully understood; kept as a dead letter");
         dead = Some(id);
     }
     Ok((n, dead))
 }
 
-async fn whatsapp_post(State(s): St, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn whatsapp_post(
+    State(s): St,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let raw = body(&s, b)?;
-    let secret = s.webhooks.whatsapp_app_secret.as_deref().ok_or_else(|| not_configured("the WhatsApp app secret"))?;
-    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    let secret = s
+        .webhooks
+        .whatsapp_app_secret
+        .as_deref()
+        .ok_or_else(|| not_configured("the WhatsApp app secret"))?;
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
     if !signature::verify_whatsapp(secret, &raw, sig) {
-        return Err(chatlake_ingest::Error::BadSignature { header: "X-Hub-Signature-256" }.into());
+        return Err(chatlake_ingest::Error::BadSignature {
+            header: "X-Hub-Signature-256",
+        }
+        .into());
     }
     let outcome = whatsapp::parse(&raw, &s.norm, Ts::now(), None)?;
     let (n, dead) = land(&s, "/v1/webhooks/whatsapp", outcome, &raw).await?;
     Ok(axum::Json(json!({"accepted": n, "dead_letter": dead})).into_response())
 }
 
-async fn shopify_common(s: &AppState, headers: &HeaderMap, raw: Bytes, resource: Resource, endpoint: &str) -> ApiResult {
-    let secret = s.webhooks.shopify_secret.as_deref().ok_or_else(|| not_configured("the Shopify secret"))?;
-    let sig = headers.get("x-shopify-hmac-sha256").and_then(|v| v.to_str().ok());
+async fn shopify_common(
+    s: &AppState,
+    headers: &HeaderMap,
+    raw: Bytes,
+    resource: Resource,
+    endpoint: &str,
+) -> ApiResult {
+    let secret = s
+        .webhooks
+        .shopify_secret
+        .as_deref()
+        .ok_or_else(|| not_configured("the Shopify secret"))?;
+    let sig = headers
+        .get("x-shopify-hmac-sha256")
+        .and_then(|v| v.to_str().ok());
     if !signature::verify_shopify(secret, &raw, sig) {
-        return Err(chatlake_ingest::Error::BadSignature { header: "X-Shopify-Hmac-Sha256" }.into());
+        return Err(chatlake_ingest::Error::BadSignature {
+            header: "X-Shopify-Hmac-Sha256",
+        }
+        .into());
     }
-    let webhook_id = headers.get("x-shopify-webhook-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let webhook_id = headers
+        .get("x-shopify-webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if let Some(id) = &webhook_id
-        && s.shopify_seen.lock().unwrap_or_else(|p| p.into_inner()).0.contains(id)
+        && s.shopify_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .contains(id)
     {
         return Ok(axum::Json(json!({"accepted": 0, "duplicate": true})).into_response());
     }
@@ -238,14 +298,36 @@ async fn shopify_common(s: &AppState, headers: &HeaderMap, raw: Bytes, resource:
     Ok(axum::Json(json!({"accepted": n, "dead_letter": dead})).into_response())
 }
 
-async fn shopify_orders(State(s): St, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn shopify_orders(
+    State(s): St,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let raw = body(&s, b)?;
-    shopify_common(&s, &headers, raw, Resource::Order, "/v1/webhooks/shopify/orders").await
+    shopify_common(
+        &s,
+        &headers,
+        raw,
+        Resource::Order,
+        "/v1/webhooks/shopify/orders",
+    )
+    .await
 }
 
-async fn shopify_checkouts(State(s): St, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn shopify_checkouts(
+    State(s): St,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let raw = body(&s, b)?;
-    shopify_common(&s, &headers, raw, Resource::Checkout, "/v1/webhooks/shopify/checkouts").await
+    shopify_common(
+        &s,
+        &headers,
+        raw,
+        Resource::Checkout,
+        "/v1/webhooks/shopify/checkouts",
+    )
+    .await
 }
 
 async fn post_events(
@@ -265,7 +347,11 @@ async fn post_events(
     let parsed = generic::parse(table, &records, &s.norm, Ts::now())?;
     let n = parsed.events.len();
     s.ingestor.submit(parsed.events).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"accepted": n, "ignored_fields": parsed.ignored_fields}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"accepted": n, "ignored_fields": parsed.ignored_fields})),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -276,34 +362,62 @@ struct MintLink {
     phone_hash: Option<String>,
 }
 
-async fn mint_link(State(s): St, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn mint_link(
+    State(s): St,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     authorize(&s, &headers, LINKS)?;
     let raw = body(&s, b)?;
-    let req: MintLink = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("expected {{message_id, url, phone}}: {e}")))?;
+    let req: MintLink = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("expected {{message_id, url, phone}}: {e}"),
+        )
+    })?;
     let bad = |field: &str, msg: &str| {
-        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_record", format!("field `{field}`: {msg}"));
+        let mut e = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_record",
+            format!("field `{field}`: {msg}"),
+        );
         e.detail = Some(json!({"record": 0, "field": field}));
         e
     };
     let phone_hash = match (req.phone, req.phone_hash) {
-        (Some(p), _) => s.norm.hasher.hash_phone(&p).map_err(|e| bad("phone", &format!("not a valid E.164 number: {e}")))?,
+        (Some(p), _) => s
+            .norm
+            .hasher
+            .hash_phone(&p)
+            .map_err(|e| bad("phone", &format!("not a valid E.164 number: {e}")))?,
         (None, Some(h)) if chatlake_ingest::record::is_phone_hash(&h) => h,
         _ => return Err(bad("phone", "is required")),
     };
     if req.message_id.is_empty() {
         return Err(bad("message_id", "is required"));
     }
-    let token = s.links.mint(&LinkClaims { message_id: req.message_id, url: req.url, phone_hash })?;
+    let token = s.links.mint(&LinkClaims {
+        message_id: req.message_id,
+        url: req.url,
+        phone_hash,
+    })?;
     let url = format!("{}/c/{token}", s.public_url.trim_end_matches('/'));
-    Ok((StatusCode::CREATED, axum::Json(json!({"token": token, "url": url}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"token": token, "url": url})),
+    )
+        .into_response())
 }
 
 async fn click(State(s): St, Path(token): Path<String>) -> ApiResult {
-    let claims = s
-        .links
-        .verify(&token)
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "link_not_found", "this link is not valid"))?;
+    let claims = s.links.verify(&token).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "link_not_found",
+            "this link is not valid",
+        )
+    })?;
     let now = Ts::now();
     let event = Event::Clicks(ClickEvent {
         click_id: ulid::Ulid::new().to_string(),
@@ -314,7 +428,14 @@ async fn click(State(s): St, Path(token): Path<String>) -> ApiResult {
         received_at: now,
     });
     s.ingestor.submit(vec![event]).await?;
-    Ok((StatusCode::FOUND, [(header::LOCATION, claims.url), (header::CACHE_CONTROL, "no-store".into())]).into_response())
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, claims.url),
+            (header::CACHE_CONTROL, "no-store".into()),
+        ],
+    )
+        .into_response())
 }
 
 async fn flush(State(s): St, headers: HeaderMap) -> ApiResult {
@@ -344,9 +465,15 @@ async fn replay_dead_letter(State(s): St, Path(id): Path<String>, headers: Heade
     let outcome = match letter.endpoint.as_str() {
         "/v1/webhooks/whatsapp" => whatsapp::parse(body, &s.norm, Ts::now(), Some(&paths))?,
         "/v1/webhooks/shopify/orders" => shopify::parse(Resource::Order, body, &s.norm, Ts::now())?,
-        "/v1/webhooks/shopify/checkouts" => shopify::parse(Resource::Checkout, body, &s.norm, Ts::now())?,
+        "/v1/webhooks/shopify/checkouts" => {
+            shopify::parse(Resource::Checkout, body, &s.norm, Ts::now())?
+        }
         other => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "not_replayable", format!("dead letters of {other} cannot be replayed")));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "not_replayable",
+                format!("dead letters of {other} cannot be replayed"),
+            ));
         }
     };
     let remaining: Vec<Reject> = outcome.rejects;
@@ -355,7 +482,8 @@ async fn replay_dead_letter(State(s): St, Path(id): Path<String>, headers: Heade
     if remaining.is_empty() {
         s.dead_letters.remove(&id)?;
     } else {
-        s.dead_letters.update_rejects(&mut letter, remaining.clone())?;
+        s.dead_letters
+            .update_rejects(&mut letter, remaining.clone())?;
     }
     Ok(axum::Json(json!({"id": id, "landed": landed, "remaining": remaining})).into_response())
 }

@@ -18,7 +18,11 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { bind: "127.0.0.1:8080".into(), api_keys: Vec::new(), public_url: None }
+        ServerOptions {
+            bind: "127.0.0.1:8080".into(),
+            api_keys: Vec::new(),
+            public_url: None,
+        }
     }
 }
 
@@ -82,9 +86,15 @@ pub fn parse_keys(entries: &[String]) -> Result<Vec<(String, Role)>, String> {
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let (k, r) = e.rsplit_once(':').ok_or_else(|| format!("api key #{} is not `key:role`", i + 1))?;
-            let role = Role::parse(r.trim())
-                .ok_or_else(|| format!("api key #{} has unknown role `{r}` (ingest, analyst, marketer, admin)", i + 1))?;
+            let (k, r) = e
+                .rsplit_once(':')
+                .ok_or_else(|| format!("api key #{} is not `key:role`", i + 1))?;
+            let role = Role::parse(r.trim()).ok_or_else(|| {
+                format!(
+                    "api key #{} has unknown role `{r}` (ingest, analyst, marketer, admin)",
+                    i + 1
+                )
+            })?;
             if k.trim().len() < 8 {
                 return Err(format!("api key #{} is shorter than 8 characters", i + 1));
             }

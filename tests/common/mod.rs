@@ -29,7 +29,13 @@ pub struct Server {
 impl Server {
     /// Starts the binary with `data` as its data dir; extra env vars override.
     pub fn start(data: &Path, extra: &[(&str, &str)]) -> Server {
-        let log = data.join(format!("server-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_nanos()));
+        let log = data.join(format!(
+            "server-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_nanos()
+        ));
         std::fs::create_dir_all(data).expect("data dir");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatlake"));
         cmd.arg("serve")
@@ -38,7 +44,10 @@ impl Server {
             .env("CHATLAKE_BIND", "127.0.0.1:0")
             .env("CHATLAKE_DATA_DIR", data)
             .env("CHATLAKE_HASH_KEY", HASH_KEY)
-            .env("CHATLAKE_API_KEYS", format!("{ADMIN}:admin,{INGEST}:ingest,{MARKETER}:marketer"))
+            .env(
+                "CHATLAKE_API_KEYS",
+                format!("{ADMIN}:admin,{INGEST}:ingest,{MARKETER}:marketer"),
+            )
             .env("CHATLAKE_WHATSAPP_APP_SECRET", APP_SECRET)
             .env("CHATLAKE_WHATSAPP_VERIFY_TOKEN", "verify-me")
             .env("CHATLAKE_SHOPIFY_SECRET", SHOPIFY_SECRET)
@@ -51,13 +60,25 @@ impl Server {
         let mut child = cmd.spawn().expect("start chatlake");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
         let base = line
             .trim()
             .strip_prefix("chatlake listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", std::fs::read_to_string(&log).unwrap_or_default()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
             .to_owned();
-        Server { child, base, data: data.to_owned(), log }
+        Server {
+            child,
+            base,
+            data: data.to_owned(),
+            log,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -65,7 +86,11 @@ impl Server {
     }
 
     pub fn flush(&self) {
-        let r = client().post(self.url("/v1/admin/flush")).bearer_auth(ADMIN).send().expect("flush");
+        let r = client()
+            .post(self.url("/v1/admin/flush"))
+            .bearer_auth(ADMIN)
+            .send()
+            .expect("flush");
         assert_eq!(r.status(), 200, "flush: {}", r.text().unwrap_or_default());
     }
 
@@ -76,7 +101,10 @@ impl Server {
 
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..200 {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return s.code();
@@ -95,7 +123,10 @@ impl Drop for Server {
 }
 
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
 }
 
 pub fn sign_whatsapp(body: &[u8]) -> String {
@@ -130,7 +161,9 @@ pub fn post_events(s: &Server, table: &str, body: &str) -> reqwest::blocking::Re
 pub fn table_files(data: &Path, table: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let dir = data.join("lake/events").join(table);
-    let Ok(parts) = std::fs::read_dir(&dir) else { return out };
+    let Ok(parts) = std::fs::read_dir(&dir) else {
+        return out;
+    };
     for p in parts.flatten() {
         for f in std::fs::read_dir(p.path()).expect("partition").flatten() {
             if f.path().extension().is_some_and(|e| e == "parquet") {
@@ -147,7 +180,12 @@ pub fn read_table(data: &Path, table: &str) -> Vec<RecordBatch> {
         .into_iter()
         .flat_map(|f| {
             let file = std::fs::File::open(&f).expect("open parquet");
-            ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader").map(|b| b.expect("batch")).collect::<Vec<_>>()
+            ParquetRecordBatchReaderBuilder::try_new(file)
+                .expect("parquet")
+                .build()
+                .expect("reader")
+                .map(|b| b.expect("batch"))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -157,7 +195,10 @@ pub fn rows(data: &Path, table: &str) -> usize {
 }
 
 /// One row per map of column → value rendered as text (NULL as None).
-pub fn table_rows(data: &Path, table: &str) -> Vec<std::collections::BTreeMap<String, Option<String>>> {
+pub fn table_rows(
+    data: &Path,
+    table: &str,
+) -> Vec<std::collections::BTreeMap<String, Option<String>>> {
     let mut out = Vec::new();
     for b in read_table(data, table) {
         for r in 0..b.num_rows() {
@@ -180,9 +221,19 @@ pub fn table_rows(data: &Path, table: &str) -> Vec<std::collections::BTreeMap<St
 pub fn strings(b: &RecordBatch, col: &str) -> Vec<Option<String>> {
     let c = b.column_by_name(col).expect("column");
     let s = c.as_string::<i32>();
-    (0..s.len()).map(|i| if s.is_null(i) { None } else { Some(s.value(i).to_owned()) }).collect()
+    (0..s.len())
+        .map(|i| {
+            if s.is_null(i) {
+                None
+            } else {
+                Some(s.value(i).to_owned())
+            }
+        })
+        .collect()
 }
 
 pub fn hash(phone: &str) -> String {
-    chatlake_model::PhoneHasher::new(HASH_KEY).hash_phone(phone).expect("valid phone")
+    chatlake_model::PhoneHasher::new(HASH_KEY)
+        .hash_phone(phone)
+        .expect("valid phone")
 }

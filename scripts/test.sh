@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of chatlake on a fresh machine: installs what the tests need (a Python
+# virtual environment with duckdb, polars and pyarrow; cargo-nextest if missing), then
+# fmt, clippy and the whole test suite with nextest's summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reuse a target dir outside the clone when one exists (CI caches it).
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$HOME/.cache/chatlake-target" ]; then
+  export CARGO_TARGET_DIR="$HOME/.cache/chatlake-target"
+fi
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import duckdb, polars, pyarrow" 2>/dev/null; then
+  echo "==> creating .venv with duckdb, polars, pyarrow"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check duckdb polars pyarrow
+fi
+export CHATLAKE_PYTHON="$PWD/.venv/bin/python"
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "==> tests"
+cargo nextest run --workspace --all-targets --locked --no-fail-fast </dev/null
+cargo test --workspace --doc --locked </dev/null
