@@ -10,21 +10,52 @@ fn crate_dependencies_follow_the_style_table() {
         ("chatlake-ingest", &["chatlake-model"][..]),
         ("chatlake-send", &["chatlake-model"][..]),
         ("chatlake-reports", &["chatlake-model", "chatlake-sql"][..]),
-        ("chatlake-api", &["chatlake-model", "chatlake-sql", "chatlake-ingest", "chatlake-send", "chatlake-reports"][..]),
-        ("chatlake", &["chatlake-model", "chatlake-sql", "chatlake-ingest", "chatlake-send", "chatlake-reports", "chatlake-api"][..]),
+        (
+            "chatlake-api",
+            &[
+                "chatlake-model",
+                "chatlake-sql",
+                "chatlake-ingest",
+                "chatlake-send",
+                "chatlake-reports",
+            ][..],
+        ),
+        (
+            "chatlake",
+            &[
+                "chatlake-model",
+                "chatlake-sql",
+                "chatlake-ingest",
+                "chatlake-send",
+                "chatlake-reports",
+                "chatlake-api",
+            ][..],
+        ),
     ]);
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let packages = meta["packages"].as_array().expect("packages");
     assert!(packages.len() >= 4);
     for p in packages {
         let name = p["name"].as_str().expect("name");
-        let ok = allowed.get(name).unwrap_or_else(|| panic!("crate {name} is not in the style table"));
+        let ok = allowed
+            .get(name)
+            .unwrap_or_else(|| panic!("crate {name} is not in the style table"));
         for d in p["dependencies"].as_array().expect("deps") {
             let dep = d["name"].as_str().expect("dep name");
             if dep.starts_with("chatlake") && d["kind"].is_null() {

@@ -16,6 +16,9 @@ pub struct IngestOptions {
     pub wal_queue_requests: usize,
     /// Most requests written by one WAL group commit (one fsync).
     pub group_commit_max_requests: usize,
+    /// How long the WAL writer waits after the first queued request so that concurrent
+    /// ones share its fsync (0 = no wait).
+    pub group_commit_delay_us: u64,
     /// Largest request body any ingest endpoint takes; larger ones get 413.
     pub max_body_bytes: usize,
     /// Dead letters older than this are deleted.
@@ -36,6 +39,7 @@ impl Default for IngestOptions {
             wal_segment_bytes: 64 << 20,
             wal_queue_requests: 16_384,
             group_commit_max_requests: 8_192,
+            group_commit_delay_us: 200,
             max_body_bytes: 16 << 20,
             dead_letter_retention_days: 7,
             policy_version: "1".to_owned(),

@@ -360,8 +360,13 @@ impl Ingestor {
 fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let max = shared.options.group_commit_max_requests.max(1);
     let mut jobs: Vec<Job> = Vec::with_capacity(max);
+    let delay = Duration::from_micros(shared.options.group_commit_delay_us);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
+        if !delay.is_zero() {
+            // Let concurrent requests join this group: fewer fsyncs, larger writes.
+            std::thread::sleep(delay);
+        }
         while jobs.len() < max {
             match rx.try_recv() {
                 Ok(j) => jobs.push(j),
