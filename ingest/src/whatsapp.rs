@@ -424,6 +424,19 @@ mod tests {
     }
 
     #[test]
+    fn a_user_known_only_by_bsuid_gets_the_bsuid_hash() {
+        let body = br#"{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{
+          "contacts":[{"profile":{"name":"A"},"wa_id":"","user_id":"US.13491208655302741918"}],
+          "messages":[{"from":"","id":"wamid.Z","timestamp":"1700000000","type":"text","text":{"body":"HELP"}}]}}]}]}"#;
+        let o = parse(body, &norm(), Ts(1), None).expect("parse");
+        assert!(o.rejects.is_empty(), "{:?}", o.rejects);
+        let Event::Inbound(m) = &o.events[0] else { panic!("inbound") };
+        assert_eq!(m.phone_hash, norm().hasher.hash_bsuid("US.13491208655302741918"));
+        assert_eq!(m.intent, "help");
+        assert_eq!(m.text_length, Some(4));
+    }
+
+    #[test]
     fn malformed_json_is_an_error() {
         assert!(parse(b"{", &norm(), Ts(1), None).is_err());
         assert!(parse(b"[]", &norm(), Ts(1), None).is_err());
