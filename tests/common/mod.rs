@@ -16,7 +16,7 @@ pub const SHOPIFY_SECRET: &str = "shopify-secret";
 pub const HASH_KEY: &str = "test-hash-key";
 
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 pub struct Server {
