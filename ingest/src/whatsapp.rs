@@ -430,8 +430,13 @@ mod tests {
           "messages":[{"from":"","id":"wamid.Z","timestamp":"1700000000","type":"text","text":{"body":"HELP"}}]}}]}]}"#;
         let o = parse(body, &norm(), Ts(1), None).expect("parse");
         assert!(o.rejects.is_empty(), "{:?}", o.rejects);
-        let Event::Inbound(m) = &o.events[0] else { panic!("inbound") };
-        assert_eq!(m.phone_hash, norm().hasher.hash_bsuid("US.13491208655302741918"));
+        let Event::Inbound(m) = &o.events[0] else {
+            panic!("inbound")
+        };
+        assert_eq!(
+            m.phone_hash,
+            norm().hasher.hash_bsuid("US.13491208655302741918")
+        );
         assert_eq!(m.intent, "help");
         assert_eq!(m.text_length, Some(4));
     }
