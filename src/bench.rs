@@ -170,11 +170,11 @@ pub async fn run(which: Which) -> Result<()> {
 
     let dir = std::env::temp_dir().join(format!("chatlake-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut config = Config {
-        data_dir: dir.clone(),
-        hash_key: Some("bench-key".into()),
-        ..Config::default()
-    };
+    // Settings come from the environment like `serve` (e.g. CHATLAKE_INGEST__FLUSH_ROWS).
+    let mut config: Config = crate::config::load(None, std::env::vars())?;
+    config.data_dir = dir.clone();
+    config.lake_url = None;
+    config.hash_key = Some("bench-key".into());
     config.webhooks.whatsapp_app_secret = Some(secret.into());
     let rt = crate::Runtime::from_config(config)?;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

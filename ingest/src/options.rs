@@ -34,7 +34,7 @@ pub struct IngestOptions {
 impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
-            flush_rows: 200_000,
+            flush_rows: 50_000,
             flush_interval_ms: 5_000,
             wal_segment_bytes: 64 << 20,
             wal_queue_requests: 16_384,

@@ -440,7 +440,16 @@ async fn write_flush(
     seq_end: u64,
     names: Option<&[IntentFile]>,
 ) -> (Vec<Event>, Result<usize>) {
-    let names = names.map(<[IntentFile]>::to_vec);
+    // A previous attempt that failed part-way may have written some of its files: reuse
+    // its names so this attempt overwrites them instead of duplicating their rows (the
+    // checkpoint has not moved, so this attempt's events are a superset of that one's).
+    let names = names.map(<[IntentFile]>::to_vec).or_else(|| {
+        read_json::<FlushIntent>(&shared.wal_dir.join("flush-intent.json"))
+            .ok()
+            .flatten()
+            .filter(|i| i.seq_end > shared.checkpoint.load(Ordering::Acquire))
+            .map(|i| i.files)
+    });
     let s = shared.clone();
     // Encoding is CPU work: off the async threads.
     let encoded = tokio::task::spawn_blocking(move || {
