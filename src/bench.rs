@@ -20,6 +20,10 @@ pub enum Which {
         /// Concurrent keep-alive connections.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Also run a third target that verifies, parses and encodes like chatlake but
+        /// skips the WAL, to show where the time goes.
+        #[arg(long)]
+        breakdown: bool,
     },
 }
 
@@ -157,6 +161,7 @@ pub async fn run(which: Which) -> Result<()> {
     let Which::Ingest {
         seconds,
         concurrency,
+        breakdown,
     } = which;
     let secret = "bench-secret";
     // The bare handler: same server stack, no work.
@@ -167,6 +172,36 @@ pub async fn run(which: Which) -> Result<()> {
     let bare_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare_addr = bare_l.local_addr()?;
     tokio::spawn(async move { axum::serve(bare_l, bare).await });
+
+    // Parse-only: the same verification, parsing, hashing and WAL encoding, no WAL.
+    let norm = Arc::new(chatlake_ingest::Normalizer::new(
+        "bench-key",
+        &Default::default(),
+        "1",
+    ));
+    let parse_only = axum::Router::new().route(
+        "/v1/webhooks/whatsapp",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+            let norm = norm.clone();
+            async move {
+                let sig = headers
+                    .get("x-hub-signature-256")
+                    .and_then(|v| v.to_str().ok());
+                if !chatlake_ingest::signature::verify_whatsapp(secret, &body, sig) {
+                    return (axum::http::StatusCode::UNAUTHORIZED, String::new());
+                }
+                let parsed =
+                    chatlake_ingest::whatsapp::parse(&body, &norm, chatlake_model::Ts::now(), None);
+                let n = parsed
+                    .map(|o| serde_json::to_vec(&o.events).map(|v| v.len()).unwrap_or(0))
+                    .unwrap_or(0);
+                (axum::http::StatusCode::OK, format!("{{\"bytes\":{n}}}"))
+            }
+        }),
+    );
+    let po_l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let po_addr = po_l.local_addr()?;
+    tokio::spawn(async move { axum::serve(po_l, parse_only).await });
 
     let dir = std::env::temp_dir().join(format!("chatlake-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -194,6 +229,21 @@ pub async fn run(which: Which) -> Result<()> {
         0,
     )
     .await?;
+    let p = if breakdown {
+        Some(
+            drive(
+                po_addr,
+                "/v1/webhooks/whatsapp",
+                secret,
+                seconds,
+                concurrency,
+                500_000,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let rss_before = rss_kib("VmRSS:");
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let ss = sampler_stop.clone();
@@ -232,6 +282,15 @@ pub async fn run(which: Which) -> Result<()> {
         pct(&c.latencies_us, 0.99),
         c.errors
     );
+    if let Some(p) = &p {
+        println!(
+            "parse, no WAL {:>10.0} {:>8.2} {:>8.2} {:>8}",
+            rate(p),
+            pct(&p.latencies_us, 0.5),
+            pct(&p.latencies_us, 0.99),
+            p.errors
+        );
+    }
     println!("ratio chatlake/bare: {:.2}", rc / rb.max(1.0));
     let third = samples.len() / 3;
     let early = samples
