@@ -223,26 +223,38 @@ async fn land(
     Ok((n, dead))
 }
 
+/// 503 until the secret is configured, 401 unless `header` signs the raw body.
+fn check_signature(
+    secret: Option<&str>,
+    what: &'static str,
+    header: &'static str,
+    verify: fn(&str, &[u8], Option<&str>) -> bool,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> ApiResult<()> {
+    let secret = secret.ok_or_else(|| not_configured(what))?;
+    let sig = headers.get(header).and_then(|v| v.to_str().ok());
+    if verify(secret, raw, sig) {
+        Ok(())
+    } else {
+        Err(chatlake_ingest::Error::BadSignature { header }.into())
+    }
+}
+
 async fn whatsapp_post(
     State(s): St,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let raw = body(&s, b)?;
-    let secret = s
-        .webhooks
-        .whatsapp_app_secret
-        .as_deref()
-        .ok_or_else(|| not_configured("the WhatsApp app secret"))?;
-    let sig = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok());
-    if !signature::verify_whatsapp(secret, &raw, sig) {
-        return Err(chatlake_ingest::Error::BadSignature {
-            header: "X-Hub-Signature-256",
-        }
-        .into());
-    }
+    check_signature(
+        s.webhooks.whatsapp_app_secret.as_deref(),
+        "the WhatsApp app secret",
+        "X-Hub-Signature-256",
+        signature::verify_whatsapp,
+        &headers,
+        &raw,
+    )?;
     let outcome = whatsapp::parse(&raw, &s.norm, Ts::now(), None)?;
     let (n, dead) = land(&s, "/v1/webhooks/whatsapp", outcome, &raw).await?;
     Ok(axum::Json(json!({"accepted": n, "dead_letter": dead})).into_response())
@@ -255,20 +267,14 @@ async fn shopify_common(
     resource: Resource,
     endpoint: &str,
 ) -> ApiResult {
-    let secret = s
-        .webhooks
-        .shopify_secret
-        .as_deref()
-        .ok_or_else(|| not_configured("the Shopify secret"))?;
-    let sig = headers
-        .get("x-shopify-hmac-sha256")
-        .and_then(|v| v.to_str().ok());
-    if !signature::verify_shopify(secret, &raw, sig) {
-        return Err(chatlake_ingest::Error::BadSignature {
-            header: "X-Shopify-Hmac-Sha256",
-        }
-        .into());
-    }
+    check_signature(
+        s.webhooks.shopify_secret.as_deref(),
+        "the Shopify secret",
+        "X-Shopify-Hmac-Sha256",
+        signature::verify_shopify,
+        headers,
+        &raw,
+    )?;
     let webhook_id = headers
         .get("x-shopify-webhook-id")
         .and_then(|v| v.to_str().ok())
