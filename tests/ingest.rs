@@ -361,6 +361,12 @@ fn bad_requests_get_clear_errors_and_land_nothing() {
     }
     let r = post_events(&s, "no_such_table", ok);
     assert_eq!(r.status(), 404);
+    let r = c
+        .post(s.url("/v1/webhooks/shopify/refunds"))
+        .body(b"{}".to_vec())
+        .send()
+        .expect("post");
+    assert_eq!(r.status(), 404);
     // Oversize bodies: 413 with the JSON error body, on every ingest endpoint.
     let big = format!(
         "[{}]",

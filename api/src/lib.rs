@@ -126,8 +126,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/webhooks/whatsapp",
             get(whatsapp_verify).post(whatsapp_post),
         )
-        .route("/v1/webhooks/shopify/orders", post(shopify_orders))
-        .route("/v1/webhooks/shopify/checkouts", post(shopify_checkouts))
+        .route("/v1/webhooks/shopify/{resource}", post(shopify_webhook))
         .route("/v1/events/{table}", post(post_events))
         .route("/v1/links", post(mint_link))
         .route("/c/{token}", get(click))
@@ -304,36 +303,26 @@ async fn shopify_common(
     Ok(axum::Json(json!({"accepted": n, "dead_letter": dead})).into_response())
 }
 
-async fn shopify_orders(
+/// `POST /v1/webhooks/shopify/{orders|checkouts}`.
+async fn shopify_webhook(
     State(s): St,
+    Path(resource): Path<String>,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    let (resource, endpoint) = match resource.as_str() {
+        "orders" => (Resource::Order, "/v1/webhooks/shopify/orders"),
+        "checkouts" => (Resource::Checkout, "/v1/webhooks/shopify/checkouts"),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route",
+            ));
+        }
+    };
     let raw = body(&s, b)?;
-    shopify_common(
-        &s,
-        &headers,
-        raw,
-        Resource::Order,
-        "/v1/webhooks/shopify/orders",
-    )
-    .await
-}
-
-async fn shopify_checkouts(
-    State(s): St,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let raw = body(&s, b)?;
-    shopify_common(
-        &s,
-        &headers,
-        raw,
-        Resource::Checkout,
-        "/v1/webhooks/shopify/checkouts",
-    )
-    .await
+    shopify_common(&s, &headers, raw, resource, endpoint).await
 }
 
 async fn post_events(

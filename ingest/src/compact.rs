@@ -156,9 +156,10 @@ pub async fn compact(
             }
             let label = paths::partition_dir(table.name(), date);
             let mut batches = Vec::new();
+            let mut partition_bytes = 0u64;
             for f in &inputs {
                 let bytes = lake.get(f).await?;
-                report.bytes_in += bytes.len() as u64;
+                partition_bytes += bytes.len() as u64;
                 batches.extend(read_all(table, f, bytes)?);
             }
             let merged = concat_batches(&table.schema(), &batches).map_err(|e| Error::Parquet {
@@ -170,7 +171,7 @@ pub async fn compact(
             drop(merged);
             let rows = sorted.num_rows();
             // Split so each output is near the target size, from the inputs' bytes/row.
-            let bytes_per_row = (report.bytes_in.max(1) as f64 / rows.max(1) as f64).max(1.0);
+            let bytes_per_row = (partition_bytes.max(1) as f64 / rows.max(1) as f64).max(1.0);
             let rows_per_file =
                 ((options.compact_target_file_bytes as f64 / bytes_per_row) as usize).max(1);
             let ts_idx = table.schema().index_of("ts").ok();
@@ -208,6 +209,7 @@ pub async fn compact(
             }
             std::fs::remove_file(&intent_path)
                 .map_err(|e| Error::local("removing", &intent_path, e))?;
+            report.bytes_in += partition_bytes;
             report.partitions += 1;
             report.files_in += inputs.len();
             report.files_out += outputs.len();

@@ -7,7 +7,7 @@ use crate::pipeline::write_atomic;
 use crate::whatsapp::Reject;
 use chatlake_model::Ts;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// One kept payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,7 +164,8 @@ impl DeadLetters {
 
     /// Deletes dead letters past the retention; returns how many.
     pub fn purge_expired(&self) -> Result<usize> {
-        let cutoff_ms = (Ts::now().0 / 1000) as u64 - self.retention_days * 86_400_000;
+        let cutoff_ms = ((Ts::now().0 / 1000) as u64)
+            .saturating_sub(self.retention_days.saturating_mul(86_400_000));
         let mut n = 0;
         for id in self.ids()? {
             let Ok(u) = ulid::Ulid::from_string(&id) else {
@@ -175,11 +176,6 @@ impl DeadLetters {
             }
         }
         Ok(n)
-    }
-
-    /// The folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

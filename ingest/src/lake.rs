@@ -63,14 +63,6 @@ impl Lake {
         })
     }
 
-    /// The local root, if the lake is a folder.
-    pub fn local_root(&self) -> Option<&Path> {
-        match self {
-            Lake::Local { root } => Some(root),
-            Lake::Remote { .. } => None,
-        }
-    }
-
     /// For logs.
     pub fn describe(&self) -> String {
         match self {

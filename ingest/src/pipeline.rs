@@ -80,6 +80,8 @@ struct Shared {
     stats: Arc<Stats>,
     last_flush_error: Mutex<Option<String>>,
     closing: AtomicBool,
+    /// Wakes the flusher early (buffer full, shutdown).
+    flush_wake: tokio::sync::Notify,
 }
 
 /// The ingest pipeline. Cheap to share behind an `Arc`.
@@ -88,7 +90,6 @@ pub struct Ingestor {
     shared: Arc<Shared>,
     wal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     flush_lock: tokio::sync::Mutex<()>,
-    flush_wake: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -161,6 +162,7 @@ impl Ingestor {
             stats: Arc::new(Stats::default()),
             last_flush_error: Mutex::new(None),
             closing: AtomicBool::new(false),
+            flush_wake: tokio::sync::Notify::new(),
         });
         if let Some(intent) = intent {
             if intent.seq_end > checkpoint {
@@ -207,7 +209,6 @@ impl Ingestor {
             shared,
             wal_thread: Mutex::new(Some(handle)),
             flush_lock: tokio::sync::Mutex::new(()),
-            flush_wake: tokio::sync::Notify::new(),
         }))
     }
 
@@ -255,11 +256,7 @@ impl Ingestor {
         .await
         .map_err(|_| Error::ShuttingDown)?;
         drop(tx);
-        let seq = rx.await.map_err(|_| Error::ShuttingDown)??;
-        if self.needs_flush() {
-            self.flush_wake.notify_one();
-        }
-        Ok(seq)
+        rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
     fn needs_flush(&self) -> bool {
@@ -324,7 +321,7 @@ impl Ingestor {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(tick.max(backoff)) => {}
-                    _ = me.flush_wake.notified() => {}
+                    _ = me.shared.flush_wake.notified() => {}
                 }
                 if me.shared.closing.load(Ordering::Acquire) {
                     break;
@@ -347,7 +344,7 @@ impl Ingestor {
     /// Stops taking requests, writes the WAL's queue, and flushes everything to the lake.
     pub async fn shutdown(&self) -> Result<()> {
         self.shared.closing.store(true, Ordering::Release);
-        self.flush_wake.notify_one();
+        self.shared.flush_wake.notify_one();
         drop(lock(&self.tx).take());
         let handle = lock(&self.wal_thread).take();
         if let Some(h) = handle {
@@ -388,6 +385,11 @@ fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
                     }
                     b.max_seq = first_seq + acks.len() as u64 - 1;
                     b.oldest.get_or_insert_with(Instant::now);
+                    if b.events.len() >= shared.options.flush_rows {
+                        // Size trigger: checked here, under the lock the group already
+                        // holds, rather than once per request.
+                        shared.flush_wake.notify_one();
+                    }
                 }
                 shared
                     .stats

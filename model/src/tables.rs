@@ -469,11 +469,6 @@ impl Event {
         each_event!(self, r => r.received_at)
     }
 
-    /// Sets `received_at`.
-    pub fn set_received_at(&mut self, at: Ts) {
-        each_event!(self, r => r.received_at = at)
-    }
-
     /// Builds one batch of `table` from the events of that table in `rows` (events of
     /// other tables are skipped).
     pub fn to_batch(table: Table, rows: &[&Event]) -> Result<RecordBatch, Error> {
