@@ -218,7 +218,8 @@ pub async fn run(which: Which) -> Result<()> {
     tokio::spawn(async move { axum::serve(l, router).await });
 
     println!(
-        "chatlake bench ingest: {seconds} s per target, {concurrency} keep-alive connections, 2 targets in one process"
+        "chatlake bench ingest: {seconds} s per target, {concurrency} keep-alive connections, {} targets in one process",
+        if breakdown { { 3 } } else { { 2 } }
     );
     let b = drive(
         bare_addr,
