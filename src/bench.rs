@@ -219,7 +219,7 @@ pub async fn run(which: Which) -> Result<()> {
 
     println!(
         "chatlake bench ingest: {seconds} s per target, {concurrency} keep-alive connections, {} targets in one process",
-        if breakdown { { 3 } } else { { 2 } }
+        if breakdown { 3 } else { 2 }
     );
     let b = drive(
         bare_addr,
