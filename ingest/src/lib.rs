@@ -14,6 +14,7 @@ pub mod compact;
 pub mod deadletter;
 pub mod error;
 pub mod generic;
+pub mod json;
 pub mod lake;
 pub mod links;
 pub mod options;

@@ -8,9 +8,9 @@
 
 use crate::Normalizer;
 use crate::error::Error;
+use crate::json::Json as Value;
 use chatlake_model::tables::{ConsentEvent, InboundEvent, StatusEvent};
 use chatlake_model::{Event, Ts};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// A part of a payload that was not understood.
@@ -30,20 +30,26 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Records one element's result. The path is built only when it is needed (a
+    /// reject, or a replay restricted to some paths): most elements land and need none.
     fn element(
         &mut self,
-        path: String,
+        path: impl FnOnce() -> String,
         only: Option<&[String]>,
         result: Result<Vec<Event>, String>,
     ) {
-        if let Some(only) = only
-            && !only.contains(&path)
-        {
-            return;
-        }
-        match result {
-            Ok(events) => self.events.extend(events),
-            Err(reason) => self.rejects.push(Reject { path, reason }),
+        match (only, result) {
+            (None, Ok(events)) => self.events.extend(events),
+            (only, result) => {
+                let path = path();
+                if only.is_some_and(|only| !only.contains(&path)) {
+                    return;
+                }
+                match result {
+                    Ok(events) => self.events.extend(events),
+                    Err(reason) => self.rejects.push(Reject { path, reason }),
+                }
+            }
         }
     }
 }
@@ -54,7 +60,7 @@ fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+fn array<'a, 'j>(v: &'a Value<'j>, key: &str) -> &'a [Value<'j>] {
     v.get(key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
@@ -82,7 +88,9 @@ fn id<'a>(v: &'a Value, key: &str) -> Result<&'a str, String> {
 fn timestamp(v: &Value, key: &str) -> Result<Ts, String> {
     let ts = match v.get(key) {
         Some(Value::String(s)) => Ts::parse_epoch_str(s),
-        Some(Value::Number(n)) => n.as_i64().and_then(Ts::from_secs),
+        Some(n @ (Value::Int(_) | Value::UInt(_) | Value::Float(_))) => {
+            n.as_i64().and_then(Ts::from_secs)
+        }
         _ => return Err(format!("`{key}` is missing")),
     };
     ts.ok_or_else(|| format!("`{key}` is not epoch seconds between 2000 and 2200"))
@@ -130,7 +138,7 @@ fn user_hash(
 
 /// The only business-scoped user id of the change's `contacts[]` (used when a message
 /// or status names nobody itself).
-fn sole_contact_user_id(value: &Value) -> Option<&str> {
+fn sole_contact_user_id<'a>(value: &'a Value) -> Option<&'a str> {
     match array(value, "contacts") {
         [one] => text(one, "user_id"),
         _ => None,
@@ -298,7 +306,7 @@ pub fn parse(
     received_at: Ts,
     only: Option<&[String]>,
 ) -> Result<Outcome, Error> {
-    let root: Value = serde_json::from_slice(body).map_err(|e| Error::InvalidBody {
+    let root = Value::parse(body).map_err(|e| Error::InvalidBody {
         message: format!("malformed JSON: {e}"),
     })?;
     if !root.is_object() {
@@ -314,17 +322,17 @@ pub fn parse(
                 "`object` is {:?}, not whatsapp_business_account",
                 other.unwrap_or("missing")
             );
-            out.element(String::new(), only, Err(reason));
+            out.element(String::new, only, Err(reason));
             return Ok(out);
         }
     }
     let entries = array(&root, "entry");
     if entries.is_empty() {
-        out.element("entry".into(), only, Err("no `entry[]`".into()));
+        out.element(|| "entry".into(), only, Err("no `entry[]`".into()));
     }
     for (ei, entry) in entries.iter().enumerate() {
         for (ci, change) in array(entry, "changes").iter().enumerate() {
-            let base = format!("entry[{ei}].changes[{ci}]");
+            let base = || format!("entry[{ei}].changes[{ci}]");
             let Some(value) = change.get("value") else {
                 out.element(base, only, Err("`value` is missing".into()));
                 continue;
@@ -335,11 +343,11 @@ pub fn parse(
                     let messages = array(value, "messages");
                     for (i, st) in statuses.iter().enumerate() {
                         let r = parse_status(st, value, norm, received_at);
-                        out.element(format!("{base}.value.statuses[{i}]"), only, r);
+                        out.element(|| format!("{}.value.statuses[{i}]", base()), only, r);
                     }
                     for (i, msg) in messages.iter().enumerate() {
                         let r = parse_message(msg, value, norm, received_at);
-                        out.element(format!("{base}.value.messages[{i}]"), only, r);
+                        out.element(|| format!("{}.value.messages[{i}]", base()), only, r);
                     }
                     let errors = array(value, "errors");
                     if statuses.is_empty() && messages.is_empty() {
@@ -350,21 +358,25 @@ pub fn parse(
                             ),
                             _ => "a `messages` change with no statuses, messages or errors".into(),
                         };
-                        out.element(format!("{base}.value"), only, Err(reason));
+                        out.element(|| format!("{}.value", base()), only, Err(reason));
                     }
                 }
                 Some("user_preferences") => {
                     let prefs = array(value, "user_preferences");
                     if prefs.is_empty() {
                         out.element(
-                            format!("{base}.value"),
+                            || format!("{}.value", base()),
                             only,
                             Err("no `user_preferences[]`".into()),
                         );
                     }
                     for (i, p) in prefs.iter().enumerate() {
                         let r = parse_preference(p, norm, received_at);
-                        out.element(format!("{base}.value.user_preferences[{i}]"), only, r);
+                        out.element(
+                            || format!("{}.value.user_preferences[{i}]", base()),
+                            only,
+                            r,
+                        );
                     }
                 }
                 Some(other) => {
