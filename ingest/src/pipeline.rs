@@ -360,14 +360,32 @@ fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let delay = Duration::from_micros(shared.options.group_commit_delay_us);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
+        let drain = |rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>| {
+            while jobs.len() < max {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+        };
+        drain(&mut rx, &mut jobs);
         if !delay.is_zero() {
-            // Let concurrent requests join this group: fewer fsyncs, larger writes.
-            std::thread::sleep(delay);
-        }
-        while jobs.len() < max {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+            // Let concurrent requests join this group (fewer fsyncs, larger writes), in
+            // steps: while requests keep arriving, wait up to `delay`; once a step
+            // brings none, the load is light and waiting longer only adds latency.
+            let start = Instant::now();
+            let step = (delay / 4).max(Duration::from_micros(50));
+            while jobs.len() < max {
+                let left = delay.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                let before = jobs.len();
+                std::thread::sleep(step.min(left));
+                drain(&mut rx, &mut jobs);
+                if jobs.len() == before {
+                    break;
+                }
             }
         }
         let result = wal.append_group(jobs.iter().map(|j| j.payload.as_slice()));
