@@ -18,8 +18,13 @@ pub enum Which {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// Concurrent keep-alive connections.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 256)]
         concurrency: usize,
+        /// Alternate the targets this many times (bare, chatlake, bare, chatlake, …) and
+        /// report each round's ratio and their median: the machine's speed drifts by
+        /// ±10% from one run to the next, and alternating keeps that out of the ratio.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Also run a third target that verifies, parses and encodes like chatlake but
         /// skips the WAL, to show where the time goes.
         #[arg(long)]
@@ -150,6 +155,24 @@ async fn drive(
     Ok(load)
 }
 
+/// Several runs of one target as one (latencies sorted again).
+fn merge(loads: Vec<Load>) -> Load {
+    let mut all = Load {
+        requests: 0,
+        errors: 0,
+        latencies_us: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    for l in loads {
+        all.requests += l.requests;
+        all.errors += l.errors;
+        all.elapsed += l.elapsed;
+        all.latencies_us.extend(l.latencies_us);
+    }
+    all.latencies_us.sort_unstable();
+    all
+}
+
 fn pct(l: &[u32], p: f64) -> f64 {
     if l.is_empty() {
         return 0.0;
@@ -161,6 +184,7 @@ pub async fn run(which: Which) -> Result<()> {
     let Which::Ingest {
         seconds,
         concurrency,
+        rounds,
         breakdown,
     } = which;
     let secret = "bench-secret";
@@ -217,58 +241,84 @@ pub async fn run(which: Which) -> Result<()> {
     let (ingestor, router) = crate::build_app(&rt, addr).await?;
     tokio::spawn(async move { axum::serve(l, router).await });
 
+    let rounds = rounds.max(1);
     println!(
-        "chatlake bench ingest: {seconds} s per target, {concurrency} keep-alive connections, {} targets in one process",
+        "chatlake bench ingest: {seconds} s per target, {concurrency} keep-alive connections, {} targets in one process, {rounds} round(s)",
         if breakdown { 3 } else { 2 }
     );
-    let b = drive(
-        bare_addr,
-        "/v1/webhooks/whatsapp",
-        secret,
-        seconds,
-        concurrency,
-        0,
-    )
-    .await?;
-    let p = if breakdown {
-        Some(
-            drive(
-                po_addr,
-                "/v1/webhooks/whatsapp",
-                secret,
-                seconds,
-                concurrency,
-                500_000,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
     let rss_before = rss_kib("VmRSS:");
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let ss = sampler_stop.clone();
+    let sampling = Arc::new(AtomicBool::new(false));
+    let sampling_s = sampling.clone();
+    // RSS is sampled once a second while chatlake is under load.
     let sampler = tokio::spawn(async move {
         let mut samples = Vec::new();
         while !ss.load(Ordering::Relaxed) {
-            samples.push(rss_kib("VmRSS:"));
+            if sampling_s.load(Ordering::Relaxed) {
+                samples.push(rss_kib("VmRSS:"));
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         samples
     });
-    let c = drive(
-        addr,
-        "/v1/webhooks/whatsapp",
-        secret,
-        seconds,
-        concurrency,
-        1_000_000,
-    )
-    .await?;
+    let rate = |l: &Load| l.requests as f64 / l.elapsed.as_secs_f64();
+    let mut all_b = Vec::new();
+    let mut all_c = Vec::new();
+    let mut all_p = Vec::new();
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let b = drive(
+            bare_addr,
+            "/v1/webhooks/whatsapp",
+            secret,
+            seconds,
+            concurrency,
+            0,
+        )
+        .await?;
+        if breakdown {
+            all_p.push(
+                drive(
+                    po_addr,
+                    "/v1/webhooks/whatsapp",
+                    secret,
+                    seconds,
+                    concurrency,
+                    500_000,
+                )
+                .await?,
+            );
+        }
+        sampling.store(true, Ordering::Relaxed);
+        let c = drive(
+            addr,
+            "/v1/webhooks/whatsapp",
+            secret,
+            seconds,
+            concurrency,
+            1_000_000 + round * 20_000,
+        )
+        .await?;
+        sampling.store(false, Ordering::Relaxed);
+        let ratio = rate(&c) / rate(&b).max(1.0);
+        if rounds > 1 {
+            println!(
+                "round {}: bare {:.0}/s, chatlake {:.0}/s, ratio {ratio:.2}",
+                round + 1,
+                rate(&b),
+                rate(&c)
+            );
+        }
+        ratios.push(ratio);
+        all_b.push(b);
+        all_c.push(c);
+    }
     sampler_stop.store(true, Ordering::Relaxed);
     let samples = sampler.await?;
     ingestor.flush().await.context("final flush")?;
-    let rate = |l: &Load| l.requests as f64 / l.elapsed.as_secs_f64();
+    let (b, c) = (merge(all_b), merge(all_c));
+    let p = (!all_p.is_empty()).then(|| merge(all_p));
     let (rb, rc) = (rate(&b), rate(&c));
     println!("target            req/s    p50 ms   p99 ms   errors");
     println!(
@@ -292,7 +342,18 @@ pub async fn run(which: Which) -> Result<()> {
             p.errors
         );
     }
-    println!("ratio chatlake/bare: {:.2}", rc / rb.max(1.0));
+    if rounds > 1 {
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "ratio chatlake/bare: {:.2} over all rounds, median of rounds {:.2} (min {:.2}, max {:.2})",
+            rc / rb.max(1.0),
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+    } else {
+        println!("ratio chatlake/bare: {:.2}", rc / rb.max(1.0));
+    }
     let third = samples.len() / 3;
     let early = samples
         .iter()

@@ -358,6 +358,7 @@ fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let max = shared.options.group_commit_max_requests.max(1);
     let mut jobs: Vec<Job> = Vec::with_capacity(max);
     let delay = Duration::from_micros(shared.options.group_commit_delay_us);
+    let mut last_group = 0usize;
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         let drain = |rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>| {
@@ -373,8 +374,14 @@ fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
             // Let concurrent requests join this group (fewer fsyncs, larger writes), in
             // steps: while requests keep arriving, wait up to `delay`; once a step
             // brings none, the load is light and waiting longer only adds latency.
+            // After a large group (a busy server) the whole delay is one sleep: every
+            // wake-up of this thread preempts a request worker.
             let start = Instant::now();
-            let step = (delay / 4).max(Duration::from_micros(50));
+            let step = if last_group >= 32 {
+                delay
+            } else {
+                (delay / 4).max(Duration::from_micros(50))
+            };
             while jobs.len() < max {
                 let left = delay.saturating_sub(start.elapsed());
                 if left.is_zero() {
@@ -388,6 +395,7 @@ fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
                 }
             }
         }
+        last_group = jobs.len();
         let result = wal.append_group(jobs.iter().map(|j| j.payload.as_slice()));
         shared.stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
         match result {
