@@ -51,6 +51,7 @@ fn webhook(i: usize) -> String {
     )
 }
 
+#[derive(Default)]
 struct Load {
     requests: u64,
     errors: u64,
@@ -138,12 +139,7 @@ async fn drive(
         .collect();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut load = Load {
-        requests: 0,
-        errors: 0,
-        latencies_us: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
+    let mut load = Load::default();
     for t in tasks {
         let (ok, bad, lat) = t.await??;
         load.requests += ok;
@@ -157,12 +153,7 @@ async fn drive(
 
 /// Several runs of one target as one (latencies sorted again).
 fn merge(loads: Vec<Load>) -> Load {
-    let mut all = Load {
-        requests: 0,
-        errors: 0,
-        latencies_us: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
+    let mut all = Load::default();
     for l in loads {
         all.requests += l.requests;
         all.errors += l.errors;

@@ -17,8 +17,9 @@ pub struct IngestOptions {
     /// Most requests written by one WAL group commit (one fsync).
     pub group_commit_max_requests: usize,
     /// Longest the WAL writer waits after the first queued request so that concurrent
-    /// ones share its fsync (0 = no wait). It waits in quarter steps and stops at the
-    /// first step in which no request arrived, so a light load waits one step.
+    /// ones share its fsync (0 = no wait). After a small group it waits in quarter
+    /// steps and stops at the first step in which no request arrived, so a light load
+    /// waits one step; after a large one (32+ requests) it waits the whole delay.
     pub group_commit_delay_us: u64,
     /// Largest request body any ingest endpoint takes; larger ones get 413.
     pub max_body_bytes: usize,

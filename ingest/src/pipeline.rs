@@ -354,6 +354,20 @@ impl Ingestor {
     }
 }
 
+/// A group at least this large means the server is busy: the next one waits the whole
+/// group-commit delay in one sleep.
+const BUSY_GROUP: usize = 32;
+
+/// Moves queued jobs into `jobs`, up to `max`, without waiting.
+fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>, max: usize) {
+    while jobs.len() < max {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => break,
+        }
+    }
+}
+
 fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let max = shared.options.group_commit_max_requests.max(1);
     let mut jobs: Vec<Job> = Vec::with_capacity(max);
@@ -361,15 +375,7 @@ fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let mut last_group = 0usize;
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
-        let drain = |rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>| {
-            while jobs.len() < max {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
-            }
-        };
-        drain(&mut rx, &mut jobs);
+        drain(&mut rx, &mut jobs, max);
         if !delay.is_zero() {
             // Let concurrent requests join this group (fewer fsyncs, larger writes), in
             // steps: while requests keep arriving, wait up to `delay`; once a step
@@ -377,7 +383,7 @@ fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
             // After a large group (a busy server) the whole delay is one sleep: every
             // wake-up of this thread preempts a request worker.
             let start = Instant::now();
-            let step = if last_group >= 32 {
+            let step = if last_group >= BUSY_GROUP {
                 delay
             } else {
                 (delay / 4).max(Duration::from_micros(50))
@@ -389,7 +395,7 @@ fn wal_loop(mut wal: Wal, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
                 }
                 let before = jobs.len();
                 std::thread::sleep(step.min(left));
-                drain(&mut rx, &mut jobs);
+                drain(&mut rx, &mut jobs, max);
                 if jobs.len() == before {
                     break;
                 }

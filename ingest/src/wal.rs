@@ -312,8 +312,7 @@ impl Wal {
             sync_dir(&self.dir).map_err(wal_err)?;
             f
         } else if self.len == 0 {
-            // Nothing to gain from a new empty file for an empty one.
-            self.start_spare();
+            // No spare (it failed) and nothing written: the empty segment stays.
             return Ok(());
         } else {
             create_segment(&path, &self.dir)?
@@ -450,30 +449,25 @@ mod tests {
             assert!(wal.preallocated);
             let seg = dir.path().join(segment_name(1));
             assert_eq!(fs::metadata(&seg).expect("meta").len(), 8192, "zero-filled");
-            // Fill past the segment size: the next group rotates (to a spare or not).
-            wal.append_group([vec![5u8; 9000].as_slice()].into_iter())
-                .expect("append");
+            // Leave segment 1 with its zero tail behind and write on in a new one.
             wal.settle_spare();
-            wal.append_group([&b"three"[..]].into_iter())
-                .expect("append");
+            wal.rotate().expect("rotate");
+            wal.append_group([&b"two"[..]].into_iter()).expect("append");
         }
+        // Segment 1 is not the last and ends in zeros: that is preallocated space.
         let (mut wal, recs) = Wal::open(dir.path(), 8192).expect("reopen");
+        assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(recs[1].payload, b"two");
         assert_eq!(
-            recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            vec![1, 2, 3]
+            wal.append_group([&b"3"[..]].into_iter()).expect("append"),
+            3
         );
-        assert_eq!(recs[2].payload, b"three");
-        assert_eq!(
-            wal.append_group([&b"4"[..]].into_iter()).expect("append"),
-            4
-        );
-        // Garbage (not zeros) after the records of a segment that is not the last is
-        // corruption, not a torn tail.
         drop(wal);
+        // Anything but zeros after segment 1's records is corruption, not a torn tail.
         let seg = dir.path().join(segment_name(1));
         let mut f = OpenOptions::new().write(true).open(&seg).expect("open");
         use std::io::{Seek, SeekFrom};
-        f.seek(SeekFrom::Start(8000)).expect("seek");
+        f.seek(SeekFrom::Start(100)).expect("seek");
         f.write_all(&[1, 2, 3]).expect("write");
         drop(f);
         let err = Wal::open(dir.path(), 8192).expect_err("corrupt");
