@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use chatlake_api::{ServerOptions, WebhookOptions};
 use chatlake_ingest::IngestOptions;
 use chatlake_model::IntentOptions;
+use chatlake_sql::SqlOptions;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,7 @@ pub struct Config {
     pub ingest: IngestOptions,
     pub intent: IntentOptions,
     pub sender: SenderOptions,
+    pub sql: SqlOptions,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             ingest: IngestOptions::default(),
             intent: IntentOptions::default(),
             sender: SenderOptions::default(),
+            sql: SqlOptions::default(),
         }
     }
 }
@@ -89,6 +92,7 @@ impl fmt::Debug for Config {
             .field("webhooks", &self.webhooks)
             .field("ingest", &self.ingest)
             .field("sender", &self.sender)
+            .field("sql", &self.sql)
             .finish()
     }
 }

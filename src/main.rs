@@ -1,4 +1,4 @@
-//! The `chatlake` binary: `serve`, `compact`, `bench`. Configuration in [`config`].
+//! The `chatlake` binary: `serve`, `sql`, `compact`, `bench`. Configuration in [`config`].
 
 mod bench;
 mod config;
@@ -41,6 +41,17 @@ enum Command {
         /// Listen address (overrides CHATLAKE_BIND and the file).
         #[arg(long)]
         bind: Option<String>,
+    },
+    /// Run a read-only query over the lake and print the result.
+    Sql {
+        /// The query (SELECT, WITH, VALUES or EXPLAIN).
+        query: String,
+        /// `table` (default), `csv`, `json` or `parquet` (Parquet bytes to stdout or --output).
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Write the result to this file instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Merge each closed day's small files into large time-sorted files.
     Compact {
@@ -153,6 +164,7 @@ pub async fn build_app(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
+    let engine = Arc::new(open_engine(rt).await?);
     let state = AppState::new(
         ingestor.clone(),
         norm,
@@ -162,8 +174,68 @@ pub async fn build_app(
         c.webhooks.clone(),
         public_url,
         c.ingest.max_body_bytes,
+        engine,
     );
     Ok((ingestor, chatlake_api::router(Arc::new(state))))
+}
+
+/// The query engine over this runtime's lake.
+pub async fn open_engine(rt: &Runtime) -> Result<chatlake_sql::Engine> {
+    let location = match &rt.lake {
+        Lake::Local { root } => chatlake_sql::LakeLocation::local(root)?,
+        Lake::Remote { url, .. } => chatlake_sql::LakeLocation::from_url(url)?,
+    };
+    Ok(chatlake_sql::Engine::open(&location, rt.config.sql.clone()).await?)
+}
+
+async fn sql(config: Config, query: &str, format: &str, output: Option<PathBuf>) -> Result<()> {
+    use std::io::Write as _;
+    let rt = Runtime::from_config(config)?;
+    let engine = open_engine(&rt).await?;
+    let q = engine.query(query).await?;
+    let schema = q.schema();
+    let mut out: Box<dyn std::io::Write> = match &output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    if format == "table" {
+        let batches = q.collect().await?;
+        let table = datafusion_pretty(&batches)?;
+        writeln!(out, "{table}")?;
+        writeln!(
+            out,
+            "({} rows)",
+            batches.iter().map(|b| b.num_rows()).sum::<usize>()
+        )?;
+        return Ok(out.flush()?);
+    }
+    let Some(f) = chatlake_sql::Format::from_name(format) else {
+        bail!("unknown --format `{format}`: use table, csv, json or parquet");
+    };
+    if f == chatlake_sql::Format::Parquet
+        && output.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        bail!("--format parquet writes binary: give --output FILE or redirect stdout");
+    }
+    let (mut enc, head) = chatlake_sql::Encoder::new(f, schema)?;
+    out.write_all(&head)?;
+    let mut q = q;
+    while let Some(b) = q.next().await {
+        let b = b?;
+        out.write_all(&enc.batch(&b)?)?;
+    }
+    out.write_all(&enc.finish()?)?;
+    if f == chatlake_sql::Format::Json {
+        writeln!(out)?;
+    }
+    Ok(out.flush()?)
+}
+
+fn datafusion_pretty(batches: &[arrow::record_batch::RecordBatch]) -> Result<String> {
+    Ok(arrow::util::pretty::pretty_format_batches(batches)?.to_string())
 }
 
 async fn serve(config: Config) -> Result<()> {
@@ -243,6 +315,11 @@ fn main() -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve { .. } => serve(config).await,
+            Command::Sql {
+                query,
+                format,
+                output,
+            } => sql(config, &query, &format, output).await,
             Command::Compact { before, table } => compact(config, before, table).await,
             Command::Bench { which } => bench::run(which).await,
         }

@@ -6,18 +6,6 @@ mod common;
 use common::*;
 use std::path::PathBuf;
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("CHATLAKE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with duckdb/polars/pyarrow: run ./scripts/test.sh (it creates .venv) or set CHATLAKE_PYTHON"
-    );
-    venv
-}
-
 #[test]
 fn duckdb_polars_and_pyarrow_read_the_lake() {
     let dir = tempfile::tempdir().expect("tmp");

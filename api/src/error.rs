@@ -56,28 +56,51 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    /// The answer for an error of kind `kind`; server errors are logged here.
+    fn of(
+        kind: ErrorKind,
+        code: &'static str,
+        e: &dyn std::fmt::Display,
+        detail: Option<serde_json::Value>,
+    ) -> ApiError {
+        let status = status_of(kind);
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+            detail,
+        }
     }
 }
 
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> ApiError {
-        let status = status_of(e.kind());
-        if status.is_server_error() {
-            tracing::error!(error = %e, "request failed");
-        }
         let detail = match &e {
             IngestError::InvalidRecord { index, field, .. } => {
                 Some(json!({"record": index, "field": field}))
             }
             _ => None,
         };
-        ApiError {
-            status,
-            code: e.code(),
-            message: e.to_string(),
-            detail,
-        }
+        ApiError::of(e.kind(), e.code(), &e, detail)
+    }
+}
+
+impl From<chatlake_sql::Error> for ApiError {
+    fn from(e: chatlake_sql::Error) -> ApiError {
+        let detail = match &e {
+            chatlake_sql::Error::InvalidRequest { param, .. } => Some(json!({"param": param})),
+            _ => None,
+        };
+        ApiError::of(e.kind(), e.code(), &e, detail)
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod options;
+mod query;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub webhooks: WebhookOptions,
     pub public_url: String,
     pub max_body_bytes: usize,
+    /// The metric layer and SQL engine over the lake.
+    pub engine: Arc<chatlake_sql::Engine>,
     /// Recently seen `X-Shopify-Webhook-Id`s (redeliveries are answered, not landed).
     shopify_seen: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
@@ -54,6 +57,7 @@ impl AppState {
         webhooks: WebhookOptions,
         public_url: String,
         max_body_bytes: usize,
+        engine: Arc<chatlake_sql::Engine>,
     ) -> AppState {
         AppState {
             ingestor,
@@ -64,6 +68,7 @@ impl AppState {
             webhooks,
             public_url,
             max_body_bytes,
+            engine,
             shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
         }
     }
@@ -130,6 +135,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events/{table}", post(post_events))
         .route("/v1/links", post(mint_link))
         .route("/c/{token}", get(click))
+        .route("/v1/metrics", get(query::metrics))
+        .route("/v1/metrics/catalog", get(query::catalog))
+        .route("/v1/sql", post(query::sql))
         .route("/v1/admin/flush", post(flush))
         .route("/v1/admin/dead_letters", get(list_dead_letters))
         .route("/v1/admin/dead_letters/{id}", get(get_dead_letter))

@@ -2,20 +2,7 @@
 
 use std::path::PathBuf;
 
-/// What kind of failure an [`Error`] is, for the caller's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request is wrong (400).
-    InvalidInput,
-    /// A signature or token did not verify (401).
-    Unauthenticated,
-    /// The thing asked for does not exist (404).
-    NotFound,
-    /// Storage or configuration is missing or failing; the caller should retry (503).
-    Unavailable,
-    /// Our bug (500).
-    Internal,
-}
+pub use chatlake_model::ErrorKind;
 
 /// Errors of the ingest crate.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ pub mod phone;
 pub mod tables;
 pub mod time;
 
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use intent::{Intent, IntentClassifier, IntentOptions};
 pub use phone::{PhoneError, PhoneHasher, normalize_e164};
 pub use tables::{Event, Table};

@@ -11,9 +11,24 @@ use std::time::Duration;
 pub const ADMIN: &str = "admin-key-123456";
 pub const INGEST: &str = "ingest-key-123456";
 pub const MARKETER: &str = "marketer-key-123456";
+pub const ANALYST: &str = "analyst-key-123456";
 pub const APP_SECRET: &str = "whatsapp-app-secret";
 pub const SHOPIFY_SECRET: &str = "shopify-secret";
 pub const HASH_KEY: &str = "test-hash-key";
+
+/// The Python with duckdb, polars and pyarrow that the test command installs into
+/// `.venv` (`CHATLAKE_PYTHON` points elsewhere).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("CHATLAKE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with duckdb/polars/pyarrow: run ./scripts/test.sh (it creates .venv) or set CHATLAKE_PYTHON"
+    );
+    venv
+}
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -46,7 +61,7 @@ impl Server {
             .env("CHATLAKE_HASH_KEY", HASH_KEY)
             .env(
                 "CHATLAKE_API_KEYS",
-                format!("{ADMIN}:admin,{INGEST}:ingest,{MARKETER}:marketer"),
+                format!("{ADMIN}:admin,{INGEST}:ingest,{MARKETER}:marketer,{ANALYST}:analyst"),
             )
             .env("CHATLAKE_WHATSAPP_APP_SECRET", APP_SECRET)
             .env("CHATLAKE_WHATSAPP_VERIFY_TOKEN", "verify-me")

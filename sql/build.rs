@@ -1,0 +1,38 @@
+//! Embeds every `.sql` file under `views/`, `units/` and `metrics/` into the crate, so
+//! adding a definition is adding a file.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = String::new();
+    for dir in ["views", "units", "metrics"] {
+        println!("cargo::rerun-if-changed={dir}");
+        let mut names: Vec<String> = std::fs::read_dir(root.join(dir))
+            .unwrap_or_else(|e| panic!("reading sql/{dir}: {e}"))
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        names.sort();
+        let _ = writeln!(
+            out,
+            "pub const {}: &[(&str, &str)] = &[",
+            dir.to_uppercase()
+        );
+        for n in names {
+            let path = root.join(dir).join(&n);
+            println!("cargo::rerun-if-changed={}", path.display());
+            let _ = writeln!(
+                out,
+                "    ({:?}, include_str!({:?})),",
+                n.trim_end_matches(".sql"),
+                path.display().to_string()
+            );
+        }
+        out.push_str("];\n");
+    }
+    let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("files.rs");
+    std::fs::write(dest, out).expect("writing files.rs");
+}

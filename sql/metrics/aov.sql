@@ -1,0 +1,8 @@
+-- metric: aov
+-- definition: attributed_revenue / attributed_orders, per currency
+-- grain: attributed order (cohort: the message's send ts)
+-- dimensions: campaign_id, template, category, experiment_id, arm, segment, country
+-- from: attributed_orders
+-- type: amount
+-- per: currency
+SUM(total) / CAST(NULLIF(COUNT(*), 0) AS DOUBLE)

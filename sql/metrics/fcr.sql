@@ -1,0 +1,7 @@
+-- metric: fcr
+-- definition: first-contact resolution: fcr_cases / cases_resolved
+-- grain: support case (cohort: the opened ts)
+-- dimensions: 
+-- from: case_units
+-- type: rate
+CAST(COUNT(CASE WHEN fcr THEN 1 END) AS DOUBLE) / CAST(NULLIF(COUNT(CASE WHEN resolved THEN 1 END), 0) AS DOUBLE)

@@ -1,0 +1,7 @@
+-- metric: read_rate
+-- definition: read / delivered
+-- grain: message (cohort: the send's ts)
+-- dimensions: campaign_id, template, category, experiment_id, arm, segment, country
+-- from: message_units
+-- type: rate
+CAST(COUNT(CASE WHEN is_read THEN 1 END) AS DOUBLE) / CAST(NULLIF(COUNT(CASE WHEN delivered THEN 1 END), 0) AS DOUBLE)

@@ -1,0 +1,7 @@
+-- metric: resolution_time_p90
+-- definition: 90th percentile of the first resolved ts minus opened ts, in seconds
+-- grain: support case (cohort: the opened ts)
+-- dimensions: 
+-- from: case_units
+-- type: seconds
+percentile_cont(0.9) WITHIN GROUP (ORDER BY resolution_secs)

@@ -1,0 +1,238 @@
+//! The query engine: one DataFusion `SessionContext` with every lake table registered
+//! as a listing table over its `date=` partitions, and every view and unit of `sql/`
+//! on top.
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::options::SqlOptions;
+use chatlake_model::Table;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use object_store::ObjectStore;
+use std::sync::Arc;
+use url::Url;
+
+/// Where the lake is: its root URL and the object store that serves it.
+#[derive(Debug, Clone)]
+pub struct LakeLocation {
+    /// Root URL, ending in `/` (`file:///data/lake/`, `s3://bucket/prefix/`).
+    pub url: Url,
+    pub store: Arc<dyn ObjectStore>,
+}
+
+impl LakeLocation {
+    /// A lake in a local folder (which may not exist yet: then every table is empty).
+    pub fn local(root: &std::path::Path) -> Result<LakeLocation> {
+        let open_err = |message: String| Error::OpenLake {
+            url: root.display().to_string(),
+            message,
+        };
+        let abs = if root.is_absolute() {
+            root.to_owned()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| open_err(e.to_string()))?
+                .join(root)
+        };
+        let url = Url::from_directory_path(&abs).map_err(|_| open_err("not a folder".into()))?;
+        Ok(LakeLocation {
+            url,
+            store: Arc::new(object_store::local::LocalFileSystem::new()),
+        })
+    }
+
+    /// A lake at any URL object_store understands (`file://`, `memory://`, …).
+    pub fn from_url(url: &str) -> Result<LakeLocation> {
+        let open_err = |message: String| Error::OpenLake {
+            url: url.into(),
+            message,
+        };
+        let mut parsed = Url::parse(url).map_err(|e| open_err(e.to_string()))?;
+        if parsed.scheme() == "file" {
+            let path = parsed
+                .to_file_path()
+                .map_err(|_| open_err("not an absolute file path".into()))?;
+            return LakeLocation::local(&path);
+        }
+        let (store, _) = object_store::parse_url(&parsed).map_err(|e| open_err(e.to_string()))?;
+        if !parsed.path().ends_with('/') {
+            let p = format!("{}/", parsed.path());
+            parsed.set_path(&p);
+        }
+        Ok(LakeLocation {
+            url: parsed,
+            store: Arc::from(store),
+        })
+    }
+
+    fn table_url(&self, table: Table) -> Result<ListingTableUrl> {
+        let rel = format!("{}/", chatlake_model::lake::table_dir(table.name()));
+        let u = self.url.join(&rel).map_err(|e| Error::OpenLake {
+            url: self.url.to_string(),
+            message: e.to_string(),
+        })?;
+        ListingTableUrl::parse(u.as_str()).map_err(|e| Error::OpenLake {
+            url: u.to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn exec(e: datafusion::error::DataFusionError) -> Error {
+    Error::Execute {
+        message: e.to_string(),
+    }
+}
+
+/// A session with the memory pool, spilling and parallelism of the options.
+fn session(options: &SqlOptions) -> Result<SessionContext> {
+    let disk = match &options.spill_dir {
+        Some(dir) => {
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
+        }
+        None => DiskManagerBuilder::default().with_mode(DiskManagerMode::OsTmpDirectory),
+    };
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit_bytes)))
+        .with_disk_manager_builder(disk)
+        .build_arc()
+        .map_err(exec)?;
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_parquet_pruning(true);
+    if options.target_partitions > 0 {
+        config = config.with_target_partitions(options.target_partitions);
+    }
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Substitutes the `${name}` parameters of a definition.
+pub(crate) fn bind(sql: &str, options: &SqlOptions) -> String {
+    let mut out = sql.to_owned();
+    for (k, v) in options.parameters() {
+        out = out.replace(&format!("${{{k}}}"), &v.to_string());
+    }
+    out
+}
+
+/// The engine behind `/v1/sql`, `/v1/metrics` and `chatlake sql`.
+pub struct Engine {
+    pub(crate) ctx: SessionContext,
+    pub(crate) catalog: Catalog,
+    pub(crate) options: SqlOptions,
+}
+
+impl Engine {
+    /// Registers the lake's tables, views and units.
+    pub async fn open(lake: &LakeLocation, options: SqlOptions) -> Result<Engine> {
+        let ctx = session(&options)?;
+        ctx.register_object_store(&lake.url, lake.store.clone());
+        for table in Table::ALL {
+            let listing = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(vec![("date".to_owned(), DataType::Date32)]);
+            let cfg = ListingTableConfig::new(lake.table_url(table)?)
+                .with_listing_options(listing)
+                .with_schema(table.schema());
+            let t = ListingTable::try_new(cfg).map_err(exec)?;
+            ctx.register_table(table.name(), Arc::new(t))
+                .map_err(exec)?;
+        }
+        Engine::with_tables(ctx, options).await
+    }
+
+    /// An engine whose tables are empty in-memory tables (with the lake's schemas and
+    /// a nullable `date` column) that `INSERT INTO` fills: for golden tests.
+    pub async fn in_memory(options: SqlOptions) -> Result<Engine> {
+        let ctx = session(&options)?;
+        for table in Table::ALL {
+            let mut fields: Vec<_> = table.schema().fields().iter().cloned().collect();
+            fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+                "date",
+                DataType::Date32,
+                true,
+            )));
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+            let t =
+                datafusion::datasource::MemTable::try_new(schema, vec![vec![]]).map_err(exec)?;
+            ctx.register_table(table.name(), Arc::new(t))
+                .map_err(exec)?;
+        }
+        Engine::with_tables(ctx, options).await
+    }
+
+    async fn with_tables(ctx: SessionContext, options: SqlOptions) -> Result<Engine> {
+        let catalog = Catalog::load()?;
+        let engine = Engine {
+            ctx,
+            catalog,
+            options,
+        };
+        for v in &engine.catalog.views {
+            engine.register_view(&v.name, &v.body).await?;
+        }
+        // Units may read each other: register until no more succeed.
+        let mut pending: Vec<(String, String)> = engine
+            .catalog
+            .units
+            .iter()
+            .map(|u| (u.name.clone(), u.sql.clone()))
+            .collect();
+        loop {
+            let before = pending.len();
+            let mut left = Vec::new();
+            let mut last_err = None;
+            for (name, sql) in pending.drain(..) {
+                if let Err(e) = engine.register_view(&name, &sql).await {
+                    last_err = Some(e);
+                    left.push((name, sql));
+                }
+            }
+            match last_err {
+                None => break,
+                Some(e) if left.len() == before => return Err(e),
+                Some(_) => pending = left,
+            }
+        }
+        Ok(engine)
+    }
+
+    async fn register_view(&self, name: &str, sql: &str) -> Result<()> {
+        let broken = |e: datafusion::error::DataFusionError| Error::Definition {
+            name: name.to_owned(),
+            message: e.to_string(),
+        };
+        let df = self
+            .ctx
+            .sql(&bind(sql, &self.options))
+            .await
+            .map_err(broken)?;
+        self.ctx
+            .register_table(name, df.into_view())
+            .map_err(broken)?;
+        Ok(())
+    }
+
+    /// The metric catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The settings.
+    pub fn options(&self) -> &SqlOptions {
+        &self.options
+    }
+
+    /// The DataFusion session (for tests and benchmarks).
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+}

@@ -1,0 +1,67 @@
+//! Query settings (`[sql]` in the config file).
+
+use serde::{Deserialize, Serialize};
+
+const DAY_S: u64 = 86_400;
+
+/// The metric layer and the SQL endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlOptions {
+    /// Time limit of one query (`POST /v1/sql`, `chatlake sql`, `/v1/metrics`); past it the
+    /// query is cancelled and answered 408.
+    pub query_timeout_ms: u64,
+    /// Most rows a user query may return; past it the answer is 400.
+    pub max_result_rows: usize,
+    /// Memory pool shared by all running queries; sorts, aggregates and joins spill to
+    /// disk beyond it, and a query that still cannot fit fails with 400.
+    pub memory_limit_bytes: usize,
+    /// Folder for spill files (default: the system temporary folder).
+    pub spill_dir: Option<std::path::PathBuf>,
+    /// Parallelism of one query (0: the number of cores).
+    pub target_partitions: usize,
+    /// Attribution rule 2: a click this long before the order (7 days).
+    pub click_window_s: u64,
+    /// Attribution rule 3: a delivered message this long before the order (1 day).
+    pub view_window_s: u64,
+    /// Replies: an inbound this long after the latest message credits it (24 h).
+    pub reply_window_s: u64,
+    /// Opt-outs: this long after a message to the recipient (7 days).
+    pub opt_out_window_s: u64,
+    /// Cart recovery: an order this long after the first reminder (7 days).
+    pub cart_window_s: u64,
+    /// First-contact resolution: resolved this long after opened (24 h).
+    pub fcr_window_s: u64,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        SqlOptions {
+            query_timeout_ms: 30_000,
+            max_result_rows: 1_000_000,
+            memory_limit_bytes: 2 << 30,
+            spill_dir: None,
+            target_partitions: 0,
+            click_window_s: 7 * DAY_S,
+            view_window_s: DAY_S,
+            reply_window_s: DAY_S,
+            opt_out_window_s: 7 * DAY_S,
+            cart_window_s: 7 * DAY_S,
+            fcr_window_s: DAY_S,
+        }
+    }
+}
+
+impl SqlOptions {
+    /// The `${name}` parameters of the unit definitions.
+    pub fn parameters(&self) -> [(&'static str, u64); 6] {
+        [
+            ("click_window_s", self.click_window_s),
+            ("view_window_s", self.view_window_s),
+            ("reply_window_s", self.reply_window_s),
+            ("opt_out_window_s", self.opt_out_window_s),
+            ("cart_window_s", self.cart_window_s),
+            ("fcr_window_s", self.fcr_window_s),
+        ]
+    }
+}

@@ -1,0 +1,6 @@
+-- view: v_consent
+-- definition: consent events deduplicated by event_id; the first copy (earliest received_at, ties earliest ts) wins
+SELECT * EXCLUDE (rn) FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY received_at, ts) AS rn
+  FROM consent
+) WHERE rn = 1
