@@ -111,7 +111,79 @@ fn session(options: &SqlOptions) -> Result<SessionContext> {
         config = config.with_target_partitions(options.target_partitions);
     }
     config.options_mut().execution.parquet.pushdown_filters = true;
-    Ok(SessionContext::new_with_config_rt(config, runtime))
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    register_portable_functions(&ctx);
+    Ok(ctx)
+}
+
+/// The definitions use two functions under the names DuckDB gives them, so that the
+/// same SQL text runs in both engines (the benchmark and analysts rely on it):
+/// `strftime(ts, format)` (DataFusion's `to_char`) and `epoch_us(ts)` (microseconds
+/// since the epoch, as BIGINT).
+fn register_portable_functions(ctx: &SessionContext) {
+    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let to_char = datafusion::functions::datetime::to_char();
+    ctx.register_udf(to_char.as_ref().clone().with_aliases(["strftime"]));
+    let epoch_us = create_udf(
+        "epoch_us",
+        vec![DataType::Timestamp(TimeUnit::Microsecond, None)],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let input = arrays.first().ok_or_else(|| {
+                datafusion::error::DataFusionError::Plan("epoch_us takes one argument".into())
+            })?;
+            let out = datafusion::arrow::compute::cast(input, &DataType::Int64)?;
+            Ok(ColumnarValue::Array(out))
+        }),
+    );
+    ctx.register_udf(epoch_us);
+}
+
+async fn register_view(
+    ctx: &SessionContext,
+    name: &str,
+    sql: &str,
+    options: &SqlOptions,
+) -> Result<()> {
+    let broken = |e: datafusion::error::DataFusionError| Error::Definition {
+        name: name.to_owned(),
+        message: e.to_string(),
+    };
+    let df = ctx.sql(&bind(sql, options)).await.map_err(broken)?;
+    ctx.register_table(name, df.into_view()).map_err(broken)?;
+    Ok(())
+}
+
+/// Registers every view, then every unit (units may read each other: registered
+/// until no more succeed).
+async fn register_definitions(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    options: &SqlOptions,
+) -> Result<()> {
+    for v in &catalog.views {
+        register_view(ctx, &v.name, &v.body, options).await?;
+    }
+    let mut pending: Vec<&crate::catalog::Unit> = catalog.units.iter().collect();
+    loop {
+        let before = pending.len();
+        let mut left = Vec::new();
+        let mut last_err = None;
+        for u in pending.drain(..) {
+            if let Err(e) = register_view(ctx, &u.name, &u.sql, options).await {
+                last_err = Some(e);
+                left.push(u);
+            }
+        }
+        match last_err {
+            None => return Ok(()),
+            Some(e) if left.len() == before => return Err(e),
+            Some(_) => pending = left,
+        }
+    }
 }
 
 /// Substitutes the `${name}` parameters of a definition.
@@ -128,6 +200,8 @@ pub struct Engine {
     pub(crate) ctx: SessionContext,
     pub(crate) catalog: Catalog,
     pub(crate) options: SqlOptions,
+    /// Whether the tables have real `date=` partitions to prune.
+    prunable: bool,
 }
 
 impl Engine {
@@ -146,7 +220,9 @@ impl Engine {
             ctx.register_table(table.name(), Arc::new(t))
                 .map_err(exec)?;
         }
-        Engine::with_tables(ctx, options).await
+        let mut engine = Engine::with_tables(ctx, options).await?;
+        engine.prunable = true;
+        Ok(engine)
     }
 
     /// An engine whose tables are empty in-memory tables (with the lake's schemas and
@@ -171,54 +247,85 @@ impl Engine {
 
     async fn with_tables(ctx: SessionContext, options: SqlOptions) -> Result<Engine> {
         let catalog = Catalog::load()?;
-        let engine = Engine {
+        register_definitions(&ctx, &catalog, &options).await?;
+        Ok(Engine {
             ctx,
             catalog,
             options,
-        };
-        for v in &engine.catalog.views {
-            engine.register_view(&v.name, &v.body).await?;
-        }
-        // Units may read each other: register until no more succeed.
-        let mut pending: Vec<(String, String)> = engine
-            .catalog
-            .units
-            .iter()
-            .map(|u| (u.name.clone(), u.sql.clone()))
-            .collect();
-        loop {
-            let before = pending.len();
-            let mut left = Vec::new();
-            let mut last_err = None;
-            for (name, sql) in pending.drain(..) {
-                if let Err(e) = engine.register_view(&name, &sql).await {
-                    last_err = Some(e);
-                    left.push((name, sql));
-                }
-            }
-            match last_err {
-                None => break,
-                Some(e) if left.len() == before => return Err(e),
-                Some(_) => pending = left,
-            }
-        }
-        Ok(engine)
+            prunable: false,
+        })
     }
 
-    async fn register_view(&self, name: &str, sql: &str) -> Result<()> {
-        let broken = |e: datafusion::error::DataFusionError| Error::Definition {
-            name: name.to_owned(),
-            message: e.to_string(),
-        };
-        let df = self
-            .ctx
-            .sql(&bind(sql, &self.options))
-            .await
-            .map_err(broken)?;
-        self.ctx
-            .register_table(name, df.into_view())
-            .map_err(broken)?;
-        Ok(())
+    /// A session for cohorts in `[from, to]` whose lake tables read only the `date=`
+    /// partitions in `[from - partition_lookback_days, to + partition_horizon_days]`,
+    /// so the work for a range does not grow with the lake's age. `None` when the
+    /// whole lake is needed (no range, or an in-memory engine).
+    pub(crate) async fn windowed(
+        &self,
+        from: Option<chrono::NaiveDate>,
+        to: Option<chrono::NaiveDate>,
+    ) -> Result<Option<SessionContext>> {
+        if !self.prunable || (from.is_none() && to.is_none()) {
+            return Ok(None);
+        }
+        let ctx =
+            SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
+        register_portable_functions(&ctx);
+        let mut filter = Vec::new();
+        if let Some(f) = from {
+            let lo = f - chrono::Days::new(self.options.partition_lookback_days);
+            filter.push(format!("date >= DATE '{lo}'"));
+        }
+        if let Some(t) = to {
+            let hi = t + chrono::Days::new(self.options.partition_horizon_days);
+            filter.push(format!("date <= DATE '{hi}'"));
+        }
+        for table in Table::ALL {
+            let provider = self.ctx.table_provider(table.name()).await.map_err(exec)?;
+            let raw = format!("__lake_{}", table.name());
+            ctx.register_table(raw.as_str(), provider).map_err(exec)?;
+            let sql = format!("SELECT * FROM {raw} WHERE {}", filter.join(" AND "));
+            register_view(&ctx, table.name(), &sql, &self.options).await?;
+        }
+        register_definitions(&ctx, &self.catalog, &self.options).await?;
+        Ok(Some(ctx))
+    }
+
+    /// Every view and unit as `(name, SQL)` with its parameters bound, in an order
+    /// that defines each before its readers (for running the definitions elsewhere).
+    pub fn definitions_sql(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .catalog
+            .views
+            .iter()
+            .map(|v| (v.name.clone(), bind(&v.body, &self.options)))
+            .collect();
+        let mut units: Vec<&crate::catalog::Unit> = self.catalog.units.iter().collect();
+        // A unit after every unit it names.
+        let mut ordered: Vec<&crate::catalog::Unit> = Vec::new();
+        while !units.is_empty() {
+            let before = units.len();
+            units.retain(|u| {
+                let ready = self.catalog.units.iter().all(|o| {
+                    o.name == u.name
+                        || !u.sql.contains(o.name.as_str())
+                        || ordered.iter().any(|d| d.name == o.name)
+                });
+                if ready {
+                    ordered.push(u);
+                }
+                !ready
+            });
+            if units.len() == before {
+                ordered.append(&mut units);
+            }
+        }
+        out.extend(
+            ordered
+                .into_iter()
+                .map(|u| (u.name.clone(), bind(&u.sql, &self.options))),
+        );
+        out
     }
 
     /// The metric catalog.

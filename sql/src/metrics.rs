@@ -106,6 +106,14 @@ impl Ord for KeyPart {
     }
 }
 
+/// One query of a metrics request.
+struct Planned<'a> {
+    sql: String,
+    metrics: Vec<&'a Metric>,
+    per_currency: bool,
+    n_keys: usize,
+}
+
 #[derive(Default)]
 struct Group {
     plain: HashMap<String, Value>,
@@ -118,9 +126,9 @@ fn quote(ident: &str) -> String {
 
 fn bucket_expr(bucket: &str) -> &'static str {
     match bucket {
-        "week" => "to_char(date_trunc('week', ts), '%Y-%m-%d')",
-        "month" => "to_char(ts, '%Y-%m')",
-        _ => "to_char(ts, '%Y-%m-%d')",
+        "week" => "strftime(date_trunc('week', ts), '%Y-%m-%d')",
+        "month" => "strftime(ts, '%Y-%m')",
+        _ => "strftime(ts, '%Y-%m-%d')",
     }
 }
 
@@ -190,8 +198,16 @@ impl Engine {
         Ok(metrics)
     }
 
-    /// Computes a metrics request: one JSON object per group, ordered by the group keys.
-    pub async fn metrics(&self, req: &MetricsRequest) -> Result<Vec<Map<String, Value>>> {
+    /// The SQL statements a metrics request runs, in order (one per unit, and one more
+    /// for a unit's per-currency amounts); each selects the group keys `k0, k1, …`,
+    /// then `cur` for per-currency queries, then the metrics `m0, m1, …`. They read
+    /// the units and views of `sql/` only, so they run unchanged wherever those are
+    /// defined (the benchmark runs them in DuckDB too).
+    pub fn metric_queries(&self, req: &MetricsRequest) -> Result<Vec<String>> {
+        Ok(self.plan(req)?.1.into_iter().map(|q| q.sql).collect())
+    }
+
+    fn plan(&self, req: &MetricsRequest) -> Result<(Vec<&Metric>, Vec<Planned<'_>>)> {
         let requested = self.check(req)?;
         // The computed (non-derived) metrics, by unit.
         let mut needed: Vec<&Metric> = Vec::new();
@@ -235,15 +251,12 @@ impl Engine {
             })
             .collect();
 
-        let mut groups: BTreeMap<Vec<KeyPart>, Group> = BTreeMap::new();
-        if req.group_by.is_empty() {
-            groups.insert(Vec::new(), Group::default());
-        }
-        let timeout = std::time::Duration::from_millis(self.options.query_timeout_ms);
+        let mut planned = Vec::new();
         for (unit, metrics) in &by_unit {
             for per_currency in [false, true] {
-                let ms: Vec<&&Metric> = metrics
+                let ms: Vec<&Metric> = metrics
                     .iter()
+                    .copied()
                     .filter(|m| m.per_currency == per_currency)
                     .collect();
                 if ms.is_empty() {
@@ -277,10 +290,31 @@ impl Engine {
                     "SELECT {} FROM {unit}{where_clause}{group_clause}",
                     select.join(", ")
                 );
-                let batches = self.run_internal(&sql, timeout).await?;
-                for b in &batches {
-                    merge(&mut groups, b, key_exprs.len(), &ms, per_currency);
-                }
+                planned.push(Planned {
+                    sql,
+                    metrics: ms,
+                    per_currency,
+                    n_keys: key_exprs.len(),
+                });
+            }
+        }
+        Ok((requested, planned))
+    }
+
+    /// Computes a metrics request: one JSON object per group, ordered by the group keys.
+    pub async fn metrics(&self, req: &MetricsRequest) -> Result<Vec<Map<String, Value>>> {
+        let (requested, planned) = self.plan(req)?;
+        let mut groups: BTreeMap<Vec<KeyPart>, Group> = BTreeMap::new();
+        if req.group_by.is_empty() {
+            groups.insert(Vec::new(), Group::default());
+        }
+        let timeout = std::time::Duration::from_millis(self.options.query_timeout_ms);
+        let windowed = self.windowed(req.from, req.to).await?;
+        let ctx = windowed.as_ref().unwrap_or(&self.ctx);
+        for q in &planned {
+            let batches = self.run_internal(ctx, &q.sql, timeout).await?;
+            for b in &batches {
+                merge(&mut groups, b, q.n_keys, &q.metrics, q.per_currency);
             }
         }
 
@@ -301,11 +335,12 @@ impl Engine {
     /// Runs one of our own queries (a broken one is our bug, not the caller's).
     async fn run_internal(
         &self,
+        ctx: &datafusion::prelude::SessionContext,
         sql: &str,
         timeout: std::time::Duration,
     ) -> Result<Vec<RecordBatch>> {
         let work = async {
-            let df = self.ctx.sql(sql).await?;
+            let df = ctx.sql(sql).await?;
             df.collect().await
         };
         match tokio::time::timeout(timeout, work).await {
@@ -322,7 +357,7 @@ fn merge(
     groups: &mut BTreeMap<Vec<KeyPart>, Group>,
     batch: &RecordBatch,
     n_keys: usize,
-    metrics: &[&&Metric],
+    metrics: &[&Metric],
     per_currency: bool,
 ) {
     let first_metric = n_keys + usize::from(per_currency);

@@ -32,6 +32,13 @@ pub struct SqlOptions {
     pub cart_window_s: u64,
     /// First-contact resolution: resolved this long after opened (24 h).
     pub fcr_window_s: u64,
+    /// `/v1/metrics` with `from`: lake partitions dated this many days before `from`
+    /// are still read (earlier messages compete for replies and attribution).
+    pub partition_lookback_days: u64,
+    /// `/v1/metrics` with `to`: outcomes (statuses, clicks, replies, orders, case
+    /// events) dated up to this many days after `to` count. WhatsApp gives up
+    /// delivering after 30 days, so 35 days sees every real outcome.
+    pub partition_horizon_days: u64,
 }
 
 impl Default for SqlOptions {
@@ -48,6 +55,8 @@ impl Default for SqlOptions {
             opt_out_window_s: 7 * DAY_S,
             cart_window_s: 7 * DAY_S,
             fcr_window_s: DAY_S,
+            partition_lookback_days: 35,
+            partition_horizon_days: 35,
         }
     }
 }

@@ -51,7 +51,7 @@ SELECT t.cart_id, t.ts, t.phone_hash, t.campaign_id, t.template, t.category,
        rc.order_id IS NOT NULL AS recovered,
        rc.order_id,
        rc.order_ts,
-       CAST(CAST(rc.order_ts AS BIGINT) - CAST(t.cart_ts AS BIGINT) AS DOUBLE) / 1000000.0 AS recover_secs,
+       CAST(epoch_us(rc.order_ts) - epoch_us(t.cart_ts) AS DOUBLE) / 1000000.0 AS recover_secs,
        rc.total AS recovered_total,
        rc.currency
 FROM targeted t

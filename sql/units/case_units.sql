@@ -28,8 +28,8 @@ SELECT a.case_id,
        a.resolved_ts IS NOT NULL AND NOT a.reopened
          AND a.resolved_ts <= a.opened_ts + INTERVAL '${fcr_window_s} seconds' AS fcr,
        a.resolved_ts IS NOT NULL AND NOT a.handoff AND NOT a.agent_involved AS contained,
-       CAST(CAST(a.first_response_ts AS BIGINT) - CAST(a.opened_ts AS BIGINT) AS DOUBLE) / 1000000.0 AS frt_secs,
-       CAST(CAST(a.resolved_ts AS BIGINT) - CAST(a.opened_ts AS BIGINT) AS DOUBLE) / 1000000.0 AS resolution_secs,
+       CAST(epoch_us(a.first_response_ts) - epoch_us(a.opened_ts) AS DOUBLE) / 1000000.0 AS frt_secs,
+       CAST(epoch_us(a.resolved_ts) - epoch_us(a.opened_ts) AS DOUBLE) / 1000000.0 AS resolution_secs,
        CAST(l.csat AS DOUBLE) AS csat
 FROM agg a
 LEFT JOIN latest_csat l ON l.case_id = a.case_id
