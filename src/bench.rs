@@ -30,6 +30,29 @@ pub enum Which {
         #[arg(long)]
         breakdown: bool,
     },
+    /// The full metric set with DataFusion vs the same SQL in DuckDB, and partition
+    /// pruning (one day in a 30-day vs a 180-day lake).
+    Metrics {
+        /// Sends in the main lake (statuses, clicks, replies, orders, carts and cases
+        /// are generated in proportion: about 3.5 rows per send).
+        #[arg(long, default_value_t = 10_000_000)]
+        sends: u64,
+        /// Days the sends span.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// Sends per day of the 30- and 180-day pruning lakes.
+        #[arg(long, default_value_t = 20_000)]
+        prune_sends_per_day: u64,
+        /// Timed rounds (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Where the generated lakes are kept between runs (default: the temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Python with duckdb (default: CHATLAKE_PYTHON or .venv/bin/python).
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
+    },
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -172,12 +195,25 @@ fn pct(l: &[u32], p: f64) -> f64 {
 }
 
 pub async fn run(which: Which) -> Result<()> {
-    let Which::Ingest {
-        seconds,
-        concurrency,
-        rounds,
-        breakdown,
-    } = which;
+    match which {
+        Which::Ingest {
+            seconds,
+            concurrency,
+            rounds,
+            breakdown,
+        } => ingest(seconds, concurrency, rounds, breakdown).await,
+        Which::Metrics {
+            sends,
+            days,
+            prune_sends_per_day,
+            rounds,
+            dir,
+            python,
+        } => crate::bench_metrics::run(sends, days, prune_sends_per_day, rounds, dir, python).await,
+    }
+}
+
+async fn ingest(seconds: u64, concurrency: usize, rounds: usize, breakdown: bool) -> Result<()> {
     let secret = "bench-secret";
     // The bare handler: same server stack, no work.
     let bare = axum::Router::new().route(
