@@ -256,39 +256,119 @@ impl Engine {
         })
     }
 
-    /// A session for cohorts in `[from, to]` whose lake tables read only the `date=`
-    /// partitions in `[from - partition_lookback_days, to + partition_horizon_days]`,
-    /// so the work for a range does not grow with the lake's age. `None` when the
-    /// whole lake is needed (no range, or an in-memory engine).
-    pub(crate) async fn windowed(
+    /// The session a metrics request runs in. With a range (`from`/`to`), its lake
+    /// tables read only the `date=` partitions in `[from - partition_lookback_days,
+    /// to + partition_horizon_days]`, so the work for a range does not grow with the
+    /// lake's age. The views the requested units read, and a unit other requested units
+    /// read (`attributed_orders` under `message_units`) or that several statements read
+    /// (`reused`), are computed once into memory:
+    /// DataFusion inlines a view at every reference, and the units refer to `v_sends`
+    /// up to eight times.
+    pub(crate) async fn prepared(
         &self,
         from: Option<chrono::NaiveDate>,
         to: Option<chrono::NaiveDate>,
-    ) -> Result<Option<SessionContext>> {
-        if !self.prunable || (from.is_none() && to.is_none()) {
-            return Ok(None);
-        }
+        units: &[&str],
+        reused: &[&str],
+    ) -> Result<(
+        SessionContext,
+        datafusion::execution::memory_pool::MemoryReservation,
+    )> {
         let ctx =
             SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
         register_portable_functions(&ctx);
         let mut filter = Vec::new();
-        if let Some(f) = from {
-            let lo = f - chrono::Days::new(self.options.partition_lookback_days);
-            filter.push(format!("date >= DATE '{lo}'"));
-        }
-        if let Some(t) = to {
-            let hi = t + chrono::Days::new(self.options.partition_horizon_days);
-            filter.push(format!("date <= DATE '{hi}'"));
+        if self.prunable {
+            if let Some(f) = from {
+                let lo = f - chrono::Days::new(self.options.partition_lookback_days);
+                filter.push(format!("date >= DATE '{lo}'"));
+            }
+            if let Some(t) = to {
+                let hi = t + chrono::Days::new(self.options.partition_horizon_days);
+                filter.push(format!("date <= DATE '{hi}'"));
+            }
         }
         for table in Table::ALL {
             let provider = self.ctx.table_provider(table.name()).await.map_err(exec)?;
+            if filter.is_empty() {
+                ctx.register_table(table.name(), provider).map_err(exec)?;
+                continue;
+            }
             let raw = format!("__lake_{}", table.name());
             ctx.register_table(raw.as_str(), provider).map_err(exec)?;
             let sql = format!("SELECT * FROM {raw} WHERE {}", filter.join(" AND "));
             register_view(&ctx, table.name(), &sql, &self.options).await?;
         }
-        register_definitions(&ctx, &self.catalog, &self.options).await?;
-        Ok(Some(ctx))
+        // What is kept in memory counts against the pool; what does not fit stays a view.
+        let kept =
+            datafusion::execution::memory_pool::MemoryConsumer::new("chatlake materialised views")
+                .register(&self.ctx.runtime_env().memory_pool);
+        let defs = self.definitions_sql();
+        let reads = |sql: &str, name: &str| {
+            sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == name)
+        };
+        // Requested units, and the units they read.
+        let mut needed: Vec<&str> = units.to_vec();
+        // Read by other requested units, or by several statements of the request.
+        let mut inner: Vec<&str> = reused.to_vec();
+        for u in &self.catalog.units {
+            if units.iter().any(|r| {
+                *r != u.name
+                    && self
+                        .catalog
+                        .unit(r)
+                        .is_some_and(|ru| reads(&ru.sql, &u.name))
+            }) {
+                inner.push(u.name.as_str());
+                needed.push(u.name.as_str());
+            }
+        }
+        for (name, sql) in &defs {
+            let is_view = self.catalog.views.iter().any(|v| &v.name == name);
+            let materialise = if is_view {
+                needed
+                    .iter()
+                    .filter_map(|n| self.catalog.unit(n))
+                    .any(|u| reads(&u.sql, name))
+            } else {
+                inner.contains(&name.as_str())
+            };
+            if materialise {
+                let batches = ctx
+                    .sql(sql)
+                    .await
+                    .map_err(|e| crate::query::map_df_error(e, &self.options))?
+                    .collect()
+                    .await
+                    .map_err(|e| crate::query::map_df_error(e, &self.options))?;
+                let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+                if kept.try_grow(bytes).is_err() {
+                    tracing::debug!(name = %name, bytes, "not kept in memory: over the pool");
+                    drop(batches);
+                    register_view(&ctx, name, sql, &self.options).await?;
+                    continue;
+                }
+                let schema = match batches.first() {
+                    Some(b) => b.schema(),
+                    None => Arc::new(
+                        ctx.sql(sql)
+                            .await
+                            .map_err(exec)?
+                            .schema()
+                            .as_arrow()
+                            .clone(),
+                    ),
+                };
+                let t = datafusion::datasource::MemTable::try_new(schema, vec![batches])
+                    .map_err(exec)?;
+                ctx.register_table(name.as_str(), Arc::new(t))
+                    .map_err(exec)?;
+            } else {
+                register_view(&ctx, name, sql, &self.options).await?;
+            }
+        }
+        Ok((ctx, kept))
     }
 
     /// Every view and unit as `(name, SQL)` with its parameters bound, in an order

@@ -108,6 +108,7 @@ impl Ord for KeyPart {
 
 /// One query of a metrics request.
 struct Planned<'a> {
+    unit: &'a str,
     sql: String,
     metrics: Vec<&'a Metric>,
     per_currency: bool,
@@ -291,6 +292,7 @@ impl Engine {
                     select.join(", ")
                 );
                 planned.push(Planned {
+                    unit,
                     sql,
                     metrics: ms,
                     per_currency,
@@ -309,10 +311,31 @@ impl Engine {
             groups.insert(Vec::new(), Group::default());
         }
         let timeout = std::time::Duration::from_millis(self.options.query_timeout_ms);
-        let windowed = self.windowed(req.from, req.to).await?;
-        let ctx = windowed.as_ref().unwrap_or(&self.ctx);
-        for q in &planned {
-            let batches = self.run_internal(ctx, &q.sql, timeout).await?;
+        let all: Vec<&str> = planned.iter().map(|q| q.unit).collect();
+        let mut units = all.clone();
+        units.dedup();
+        let reused: Vec<&str> = units
+            .iter()
+            .copied()
+            .filter(|u| all.iter().filter(|a| *a == u).count() > 1)
+            .collect();
+        let work = async {
+            let (ctx, _kept) = self.prepared(req.from, req.to, &units, &reused).await?;
+            let mut out = Vec::new();
+            for q in &planned {
+                out.push(self.run_internal(&ctx, &q.sql, timeout).await?);
+            }
+            Ok::<_, Error>(out)
+        };
+        let results = match tokio::time::timeout(timeout, work).await {
+            Err(_) => {
+                return Err(Error::Timeout {
+                    limit_ms: self.options.query_timeout_ms,
+                });
+            }
+            Ok(r) => r?,
+        };
+        for (q, batches) in planned.iter().zip(results) {
             for b in &batches {
                 merge(&mut groups, b, q.n_keys, &q.metrics, q.per_currency);
             }
