@@ -52,6 +52,9 @@ pub enum Which {
         /// Python with duckdb (default: CHATLAKE_PYTHON or .venv/bin/python).
         #[arg(long)]
         python: Option<std::path::PathBuf>,
+        /// Memory pool of DataFusion and DuckDB's memory_limit, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        memory_limit_mib: usize,
     },
 }
 
@@ -209,7 +212,19 @@ pub async fn run(which: Which) -> Result<()> {
             rounds,
             dir,
             python,
-        } => crate::bench_metrics::run(sends, days, prune_sends_per_day, rounds, dir, python).await,
+            memory_limit_mib,
+        } => {
+            crate::bench_metrics::run(
+                sends,
+                days,
+                prune_sends_per_day,
+                rounds,
+                dir,
+                python,
+                memory_limit_mib,
+            )
+            .await
+        }
     }
 }
 

@@ -340,10 +340,16 @@ pub async fn run(
     rounds: usize,
     dir: Option<PathBuf>,
     python_path: Option<PathBuf>,
+    memory_limit_mib: usize,
 ) -> Result<()> {
     let base = dir.unwrap_or_else(|| std::env::temp_dir().join("chatlake-bench-metrics"));
     let py = python(python_path)?;
-    let options = SqlOptions::default();
+    // A benchmark measures the work, so the server's 30 s query limit does not apply.
+    let options = SqlOptions {
+        query_timeout_ms: 24 * 3_600_000,
+        memory_limit_bytes: memory_limit_mib << 20,
+        ..SqlOptions::default()
+    };
     let per_day = (sends / days.max(1) as u64).max(1);
     let root = lake(&base, days, per_day)?;
     let engine = Engine::open(&LakeLocation::local(&root)?, options.clone()).await?;

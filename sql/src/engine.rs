@@ -299,7 +299,8 @@ impl Engine {
             let sql = format!("SELECT * FROM {raw} WHERE {}", filter.join(" AND "));
             register_view(&ctx, table.name(), &sql, &self.options).await?;
         }
-        // What is kept in memory counts against the pool; what does not fit stays a view.
+        // What is kept in memory counts against the pool (up to half of it); what does
+        // not fit stays a view.
         let kept =
             datafusion::execution::memory_pool::MemoryConsumer::new("chatlake materialised views")
                 .register(&self.ctx.runtime_env().memory_pool);
@@ -343,7 +344,10 @@ impl Engine {
                     .await
                     .map_err(|e| crate::query::map_df_error(e, &self.options))?;
                 let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
-                if kept.try_grow(bytes).is_err() {
+                // At most half the pool, so the statements keep room to sort and spill.
+                if kept.size() + bytes > self.options.memory_limit_bytes / 2
+                    || kept.try_grow(bytes).is_err()
+                {
                     tracing::debug!(name = %name, bytes, "not kept in memory: over the pool");
                     drop(batches);
                     register_view(&ctx, name, sql, &self.options).await?;
