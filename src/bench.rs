@@ -32,30 +32,7 @@ pub enum Which {
     },
     /// The full metric set with DataFusion vs the same SQL in DuckDB, and partition
     /// pruning (one day in a 30-day vs a 180-day lake).
-    Metrics {
-        /// Sends in the main lake (statuses, clicks, replies, orders, carts and cases
-        /// are generated in proportion: about 3.5 rows per send).
-        #[arg(long, default_value_t = 10_000_000)]
-        sends: u64,
-        /// Days the sends span.
-        #[arg(long, default_value_t = 30)]
-        days: i64,
-        /// Sends per day of the 30- and 180-day pruning lakes.
-        #[arg(long, default_value_t = 20_000)]
-        prune_sends_per_day: u64,
-        /// Timed rounds (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Where the generated lakes are kept between runs (default: the temp dir).
-        #[arg(long)]
-        dir: Option<std::path::PathBuf>,
-        /// Python with duckdb (default: CHATLAKE_PYTHON or .venv/bin/python).
-        #[arg(long)]
-        python: Option<std::path::PathBuf>,
-        /// Memory pool of DataFusion and DuckDB's memory_limit, in MiB.
-        #[arg(long, default_value_t = 2048)]
-        memory_limit_mib: usize,
-    },
+    Metrics(crate::bench_metrics::MetricsArgs),
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -205,26 +182,7 @@ pub async fn run(which: Which) -> Result<()> {
             rounds,
             breakdown,
         } => ingest(seconds, concurrency, rounds, breakdown).await,
-        Which::Metrics {
-            sends,
-            days,
-            prune_sends_per_day,
-            rounds,
-            dir,
-            python,
-            memory_limit_mib,
-        } => {
-            crate::bench_metrics::run(
-                sends,
-                days,
-                prune_sends_per_day,
-                rounds,
-                dir,
-                python,
-                memory_limit_mib,
-            )
-            .await
-        }
+        Which::Metrics(args) => crate::bench_metrics::run(args).await,
     }
 }
 

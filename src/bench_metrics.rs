@@ -332,16 +332,44 @@ fn duckdb_seconds(
     ))
 }
 
-/// `chatlake bench metrics`.
-pub async fn run(
+/// The options of `chatlake bench metrics`.
+#[derive(clap::Args)]
+pub struct MetricsArgs {
+    /// Sends in the main lake (statuses, clicks, replies, orders, carts and cases are
+    /// generated in proportion: about 3.7 rows per send).
+    #[arg(long, default_value_t = 10_000_000)]
     sends: u64,
+    /// Days the sends span.
+    #[arg(long, default_value_t = 30)]
     days: i64,
-    prune_per_day: u64,
+    /// Sends per day of the 30- and 180-day pruning lakes.
+    #[arg(long, default_value_t = 20_000)]
+    prune_sends_per_day: u64,
+    /// Timed rounds (the median is reported).
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Where the generated lakes are kept between runs (default: the temp dir).
+    #[arg(long)]
     dir: Option<PathBuf>,
-    python_path: Option<PathBuf>,
+    /// Python with duckdb (default: CHATLAKE_PYTHON or .venv/bin/python).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Memory pool of DataFusion and DuckDB's memory_limit, in MiB.
+    #[arg(long, default_value_t = 2048)]
     memory_limit_mib: usize,
-) -> Result<()> {
+}
+
+/// `chatlake bench metrics`.
+pub async fn run(args: MetricsArgs) -> Result<()> {
+    let MetricsArgs {
+        sends,
+        days,
+        prune_sends_per_day: prune_per_day,
+        rounds,
+        dir,
+        python: python_path,
+        memory_limit_mib,
+    } = args;
     let base = dir.unwrap_or_else(|| std::env::temp_dir().join("chatlake-bench-metrics"));
     let py = python(python_path)?;
     // A benchmark measures the work, so the server's 30 s query limit does not apply.

@@ -144,6 +144,34 @@ pub struct Catalog {
     pub metrics: Vec<Metric>,
 }
 
+/// Whether `sql` names the relation `name` (as a whole word).
+pub fn reads(sql: &str, name: &str) -> bool {
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| w == name)
+}
+
+/// Units ordered so that each comes after the units it reads.
+fn in_dependency_order(mut pending: Vec<Unit>) -> Result<Vec<Unit>> {
+    let mut ordered: Vec<Unit> = Vec::new();
+    while !pending.is_empty() {
+        let ready = pending.iter().position(|u| {
+            pending
+                .iter()
+                .all(|o| o.name == u.name || !reads(&u.sql, &o.name))
+        });
+        match ready {
+            Some(i) => ordered.push(pending.remove(i)),
+            None => {
+                return Err(Error::Definition {
+                    name: pending[0].name.clone(),
+                    message: "the units read each other in a cycle".into(),
+                });
+            }
+        }
+    }
+    Ok(ordered)
+}
+
 fn list(v: Option<&String>) -> Vec<String> {
     v.map(|s| {
         s.split(',')
@@ -208,7 +236,7 @@ impl Catalog {
         }
         let catalog = Catalog {
             views,
-            units,
+            units: in_dependency_order(units)?,
             metrics,
         };
         catalog.check()?;
@@ -316,6 +344,11 @@ mod tests {
         assert_eq!(rps.ratio_of(), Some(("attributed_revenue", "sent")));
         assert!(rps.per_currency);
         assert!(c.dimensions().contains(&"step".to_owned()));
+        let pos = |n: &str| c.units.iter().position(|u| u.name == n);
+        assert!(
+            pos("attributed_orders") < pos("message_units"),
+            "dependency order"
+        );
     }
 
     #[test]

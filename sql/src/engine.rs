@@ -157,8 +157,7 @@ async fn register_view(
     Ok(())
 }
 
-/// Registers every view, then every unit (units may read each other: registered
-/// until no more succeed).
+/// Registers every view, then every unit (the catalog holds them in dependency order).
 async fn register_definitions(
     ctx: &SessionContext,
     catalog: &Catalog,
@@ -167,23 +166,10 @@ async fn register_definitions(
     for v in &catalog.views {
         register_view(ctx, &v.name, &v.body, options).await?;
     }
-    let mut pending: Vec<&crate::catalog::Unit> = catalog.units.iter().collect();
-    loop {
-        let before = pending.len();
-        let mut left = Vec::new();
-        let mut last_err = None;
-        for u in pending.drain(..) {
-            if let Err(e) = register_view(ctx, &u.name, &u.sql, options).await {
-                last_err = Some(e);
-                left.push(u);
-            }
-        }
-        match last_err {
-            None => return Ok(()),
-            Some(e) if left.len() == before => return Err(e),
-            Some(_) => pending = left,
-        }
+    for u in &catalog.units {
+        register_view(ctx, &u.name, &u.sql, options).await?;
     }
+    Ok(())
 }
 
 /// Substitutes the `${name}` parameters of a definition.
@@ -305,10 +291,7 @@ impl Engine {
             datafusion::execution::memory_pool::MemoryConsumer::new("chatlake materialised views")
                 .register(&self.ctx.runtime_env().memory_pool);
         let defs = self.definitions_sql();
-        let reads = |sql: &str, name: &str| {
-            sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .any(|w| w == name)
-        };
+        use crate::catalog::reads;
         // Requested units, and the units they read.
         let mut needed: Vec<&str> = units.to_vec();
         // Read by other requested units, or by several statements of the request.
@@ -336,13 +319,10 @@ impl Engine {
                 inner.contains(&name.as_str())
             };
             if materialise {
-                let batches = ctx
-                    .sql(sql)
-                    .await
-                    .map_err(|e| crate::query::map_df_error(e, &self.options))?
-                    .collect()
-                    .await
-                    .map_err(|e| crate::query::map_df_error(e, &self.options))?;
+                let df_err = |e| crate::query::map_df_error(e, &self.options);
+                let df = ctx.sql(sql).await.map_err(df_err)?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await.map_err(df_err)?;
                 let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
                 // At most half the pool, so the statements keep room to sort and spill.
                 if kept.size() + bytes > self.options.memory_limit_bytes / 2
@@ -353,17 +333,6 @@ impl Engine {
                     register_view(&ctx, name, sql, &self.options).await?;
                     continue;
                 }
-                let schema = match batches.first() {
-                    Some(b) => b.schema(),
-                    None => Arc::new(
-                        ctx.sql(sql)
-                            .await
-                            .map_err(exec)?
-                            .schema()
-                            .as_arrow()
-                            .clone(),
-                    ),
-                };
                 let t = datafusion::datasource::MemTable::try_new(schema, vec![batches])
                     .map_err(exec)?;
                 ctx.register_table(name.as_str(), Arc::new(t))
@@ -375,8 +344,8 @@ impl Engine {
         Ok((ctx, kept))
     }
 
-    /// Every view and unit as `(name, SQL)` with its parameters bound, in an order
-    /// that defines each before its readers (for running the definitions elsewhere).
+    /// Every view and unit as `(name, SQL)` with its parameters bound, each before its
+    /// readers (for running the definitions elsewhere).
     pub fn definitions_sql(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
             .catalog
@@ -384,29 +353,10 @@ impl Engine {
             .iter()
             .map(|v| (v.name.clone(), bind(&v.body, &self.options)))
             .collect();
-        let mut units: Vec<&crate::catalog::Unit> = self.catalog.units.iter().collect();
-        // A unit after every unit it names.
-        let mut ordered: Vec<&crate::catalog::Unit> = Vec::new();
-        while !units.is_empty() {
-            let before = units.len();
-            units.retain(|u| {
-                let ready = self.catalog.units.iter().all(|o| {
-                    o.name == u.name
-                        || !u.sql.contains(o.name.as_str())
-                        || ordered.iter().any(|d| d.name == o.name)
-                });
-                if ready {
-                    ordered.push(u);
-                }
-                !ready
-            });
-            if units.len() == before {
-                ordered.append(&mut units);
-            }
-        }
         out.extend(
-            ordered
-                .into_iter()
+            self.catalog
+                .units
+                .iter()
                 .map(|u| (u.name.clone(), bind(&u.sql, &self.options))),
         );
         out

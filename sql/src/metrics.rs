@@ -323,7 +323,7 @@ impl Engine {
             let (ctx, _kept) = self.prepared(req.from, req.to, &units, &reused).await?;
             let mut out = Vec::new();
             for q in &planned {
-                out.push(self.run_internal(&ctx, &q.sql, timeout).await?);
+                out.push(self.run_internal(&ctx, &q.sql).await?);
             }
             Ok::<_, Error>(out)
         };
@@ -355,24 +355,19 @@ impl Engine {
         Ok(out)
     }
 
-    /// Runs one of our own queries (a broken one is our bug, not the caller's).
+    /// Runs one of our own statements (the caller bounds the time).
     async fn run_internal(
         &self,
         ctx: &datafusion::prelude::SessionContext,
         sql: &str,
-        timeout: std::time::Duration,
     ) -> Result<Vec<RecordBatch>> {
-        let work = async {
-            let df = ctx.sql(sql).await?;
-            df.collect().await
-        };
-        match tokio::time::timeout(timeout, work).await {
-            Err(_) => Err(Error::Timeout {
-                limit_ms: self.options.query_timeout_ms,
-            }),
-            Ok(Err(e)) => Err(crate::query::map_df_error(e, &self.options)),
-            Ok(Ok(b)) => Ok(b),
-        }
+        let err = |e| crate::query::map_df_error(e, &self.options);
+        ctx.sql(sql)
+            .await
+            .map_err(err)?
+            .collect()
+            .await
+            .map_err(err)
     }
 }
 

@@ -161,23 +161,19 @@ impl Engine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let start =
-            async {
-                let df = self.ctx.sql_with_options(sql, options).await.map_err(|e| {
-                    match e.find_root() {
-                        DataFusionError::Plan(m) if m.contains("not supported") => {
-                            Error::Refused { message: m.clone() }
-                        }
-                        _ => map_df_error(e, &self.options),
-                    }
-                })?;
-                let schema: SchemaRef = df.schema().inner().clone();
-                let stream = df
-                    .execute_stream()
-                    .await
-                    .map_err(|e| map_df_error(e, &self.options))?;
-                Ok::<_, Error>((schema, stream))
-            };
+        let start = async {
+            let df = self
+                .ctx
+                .sql_with_options(sql, options)
+                .await
+                .map_err(|e| map_df_error(e, &self.options))?;
+            let schema: SchemaRef = df.schema().inner().clone();
+            let stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| map_df_error(e, &self.options))?;
+            Ok::<_, Error>((schema, stream))
+        };
         let timeout = || Error::Timeout {
             limit_ms: self.options.query_timeout_ms,
         };
