@@ -173,6 +173,24 @@ async fn register_definitions(
 }
 
 /// Substitutes the `${name}` parameters of a definition.
+/// Refuses a `time_zone` DataFusion cannot convert to, before any query needs it.
+async fn check_time_zone(ctx: &SessionContext, options: &SqlOptions) -> Result<()> {
+    let probe = format!(
+        "SELECT {} FROM (VALUES (TIMESTAMP '2026-01-01 00:00:00')) AS t(ts)",
+        options.local_ts()
+    );
+    let invalid = |e: datafusion::error::DataFusionError| Error::InvalidOption {
+        field: "time_zone",
+        message: format!(
+            "`{}` is not a time zone (use UTC, an IANA name such as Europe/Berlin, or an offset such as +05:30): {e}",
+            options.time_zone
+        ),
+    };
+    let df = ctx.sql(&probe).await.map_err(invalid)?;
+    df.collect().await.map_err(invalid)?;
+    Ok(())
+}
+
 pub(crate) fn bind(sql: &str, options: &SqlOptions) -> String {
     let mut out = sql.to_owned();
     for (k, v) in options.parameters() {
@@ -233,6 +251,7 @@ impl Engine {
 
     async fn with_tables(ctx: SessionContext, options: SqlOptions) -> Result<Engine> {
         let catalog = Catalog::load()?;
+        check_time_zone(&ctx, &options).await?;
         register_definitions(&ctx, &catalog, &options).await?;
         Ok(Engine {
             ctx,

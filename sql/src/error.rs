@@ -11,6 +11,12 @@ pub enum Error {
     /// Opening the lake (its URL or object store) failed.
     #[error("opening the lake at {url}: {message}")]
     OpenLake { url: String, message: String },
+    /// A setting of `[sql]` that cannot be used.
+    #[error("[sql] {field}: {message}")]
+    InvalidOption {
+        field: &'static str,
+        message: String,
+    },
     /// A metrics request names something that does not exist or does not fit.
     #[error("{message}")]
     InvalidRequest {
@@ -50,7 +56,8 @@ impl Error {
             | Error::Refused { .. }
             | Error::InvalidQuery { .. }
             | Error::RowLimit { .. }
-            | Error::MemoryLimit { .. } => ErrorKind::InvalidInput,
+            | Error::MemoryLimit { .. }
+            | Error::InvalidOption { .. } => ErrorKind::InvalidInput,
             Error::Timeout { .. } => ErrorKind::TimedOut,
             Error::OpenLake { .. } => ErrorKind::Unavailable,
             Error::Definition { .. } | Error::Execute { .. } => ErrorKind::Internal,
@@ -63,6 +70,7 @@ impl Error {
             Error::Definition { .. } => "broken_definition",
             Error::OpenLake { .. } => "lake_unavailable",
             Error::InvalidRequest { .. } => "invalid_request",
+            Error::InvalidOption { .. } => "invalid_option",
             Error::Refused { .. } => "query_refused",
             Error::InvalidQuery { .. } => "invalid_query",
             Error::RowLimit { .. } => "row_limit_exceeded",

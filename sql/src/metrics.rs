@@ -125,11 +125,11 @@ fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-fn bucket_expr(bucket: &str) -> &'static str {
+fn bucket_expr(bucket: &str, ts: &str) -> String {
     match bucket {
-        "week" => "strftime(date_trunc('week', ts), '%Y-%m-%d')",
-        "month" => "strftime(ts, '%Y-%m')",
-        _ => "strftime(ts, '%Y-%m-%d')",
+        "week" => format!("strftime(date_trunc('week', {ts}), '%Y-%m-%d')"),
+        "month" => format!("strftime({ts}, '%Y-%m')"),
+        _ => format!("strftime({ts}, '%Y-%m-%d')"),
     }
 }
 
@@ -227,13 +227,14 @@ impl Engine {
                 list.push(m);
             }
         }
+        let ts = self.options.local_ts();
         let mut filter = Vec::new();
         if let Some(f) = req.from {
-            filter.push(format!("ts >= TIMESTAMP '{f} 00:00:00'"));
+            filter.push(format!("{ts} >= TIMESTAMP '{f} 00:00:00'"));
         }
         if let Some(t) = req.to {
             let next = t.succ_opt().unwrap_or(t);
-            filter.push(format!("ts < TIMESTAMP '{next} 00:00:00'"));
+            filter.push(format!("{ts} < TIMESTAMP '{next} 00:00:00'"));
         }
         let where_clause = if filter.is_empty() {
             String::new()
@@ -245,7 +246,7 @@ impl Engine {
             .iter()
             .map(|g| {
                 if is_bucket(g) {
-                    bucket_expr(g).to_owned()
+                    bucket_expr(g, &ts)
                 } else {
                     quote(g)
                 }

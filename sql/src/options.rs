@@ -39,6 +39,10 @@ pub struct SqlOptions {
     /// events) dated up to this many days after `to` count. WhatsApp gives up
     /// delivering after 30 days, so 35 days sees every real outcome.
     pub partition_horizon_days: u64,
+    /// Time zone of the `day` / `week` / `month` buckets and of `/v1/metrics`' `from` and
+    /// `to` dates: `UTC` (the default), an IANA name such as `Europe/Berlin`, or a fixed
+    /// offset such as `+05:30`. Timestamps in the lake stay UTC.
+    pub time_zone: String,
 }
 
 impl Default for SqlOptions {
@@ -57,11 +61,32 @@ impl Default for SqlOptions {
             fcr_window_s: DAY_S,
             partition_lookback_days: 35,
             partition_horizon_days: 35,
+            time_zone: "UTC".to_owned(),
         }
     }
 }
 
 impl SqlOptions {
+    /// The SQL expression of a unit's cohort time `ts` on the wall clock of
+    /// `time_zone` (plain `ts` for UTC, so the statements stay portable).
+    pub fn local_ts(&self) -> String {
+        if self.is_utc() {
+            "ts".to_owned()
+        } else {
+            format!(
+                "to_local_time(arrow_cast(ts, 'Timestamp(Microsecond, Some(\"UTC\"))') AT TIME ZONE '{}')",
+                self.time_zone.replace('\'', "''")
+            )
+        }
+    }
+
+    fn is_utc(&self) -> bool {
+        matches!(
+            self.time_zone.as_str(),
+            "UTC" | "utc" | "Etc/UTC" | "Z" | "+00:00" | ""
+        )
+    }
+
     /// The `${name}` parameters of the unit definitions.
     pub fn parameters(&self) -> [(&'static str, u64); 6] {
         [

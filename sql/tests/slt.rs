@@ -2,7 +2,8 @@
 //! tables the file fills with `INSERT INTO`. Besides SQL, a record may be
 //! `METRICS <names> [BY <group_by>] [FROM <date>] [TO <date>]`, which runs the
 //! `/v1/metrics` computation and prints one row per group: the group keys, then the
-//! metrics (floats to 6 decimals, per-currency amounts as `{"EUR":1.5}`).
+//! metrics (floats to 6 decimals, per-currency amounts as `{"EUR":1.5}`). A comment
+//! line `# option: time_zone = <zone>` runs the whole file with that `[sql]` time zone.
 
 use chatlake_sql::{Engine, MetricsRequest, SqlOptions};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -48,7 +49,10 @@ fn fmt_value(v: &Value) -> String {
     }
 }
 
-fn parse_metrics(sql: &str) -> Option<(String, Option<String>, Option<String>, Option<String>)> {
+/// A `METRICS` record: names, `BY`, `FROM`, `TO`.
+type MetricsRecord = (String, Option<String>, Option<String>, Option<String>);
+
+fn parse_metrics(sql: &str) -> Option<MetricsRecord> {
     let rest = sql.trim().strip_prefix("METRICS ")?;
     let words: Vec<&str> = rest.split_whitespace().collect();
     let (mut names, mut by, mut from, mut to) = (None, None, None, None);
@@ -158,14 +162,23 @@ fn golden_files() {
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
     let mut failures = Vec::new();
     for file in &files {
+        // `# option: time_zone = <zone>` lines set [sql] options for the whole file.
+        let text = std::fs::read_to_string(file).expect("read .slt");
+        let mut options = SqlOptions::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# option: time_zone = ") {
+                options.time_zone = rest.trim().to_owned();
+            }
+        }
         let mut runner = sqllogictest::Runner::new(|| async {
+            let options = options.clone();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .map_err(|e| DbError(e.to_string()))?;
             let engine = rt
-                .block_on(Engine::in_memory(SqlOptions::default()))
+                .block_on(Engine::in_memory(options))
                 .map_err(|e| DbError(e.to_string()))?;
             Ok(Db { rt, engine })
         });
