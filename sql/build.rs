@@ -1,5 +1,5 @@
-//! Embeds every `.sql` file under `views/`, `units/` and `metrics/` into the crate, so
-//! adding a definition is adding a file.
+//! Embeds every `.sql` file under `views/`, `units/`, `metrics/` and `experiments/` into
+//! the crate, so adding a definition is adding a file.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,7 +7,7 @@ use std::path::Path;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = String::new();
-    for dir in ["views", "units", "metrics"] {
+    for dir in ["views", "units", "metrics", "experiments"] {
         println!("cargo::rerun-if-changed={dir}");
         let mut names: Vec<String> = std::fs::read_dir(root.join(dir))
             .unwrap_or_else(|e| panic!("reading sql/{dir}: {e}"))

@@ -10,6 +10,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// The thing asked for does not exist (404).
     NotFound,
+    /// It exists already, or the change clashes with what is there (409).
+    Conflict,
     /// Storage or configuration is missing or failing; the caller should retry (503).
     Unavailable,
     /// The work took longer than its configured limit and was cancelled (408).

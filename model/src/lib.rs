@@ -9,9 +9,11 @@
 //! schema, one struct per table.
 
 pub mod error;
+pub mod experiment;
 pub mod intent;
 pub mod lake;
 pub mod phone;
+pub mod stats;
 pub mod tables;
 pub mod time;
 

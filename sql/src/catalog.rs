@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-mod files {
+pub(crate) mod files {
     include!(concat!(env!("OUT_DIR"), "/files.rs"));
 }
 

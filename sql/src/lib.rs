@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod encode;
 pub mod engine;
 pub mod error;
+pub mod experiment;
 pub mod json;
 pub mod metrics;
 pub mod options;

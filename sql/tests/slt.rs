@@ -4,7 +4,12 @@
 //! `/v1/metrics` computation and prints one row per group: the group keys, then the
 //! metrics (floats to 6 decimals, per-currency amounts as `{"EUR":1.5}`). A comment
 //! line `# option: time_zone = <zone>` runs the whole file with that `[sql]` time zone.
+//! `EXPERIMENT UNITS <id> <window_days> <currency>` prints the experiment's unit
+//! relation (one row per unit, by phone hash); `EXPERIMENT STATS <id> <window_days>
+//! <metric>` prints the sufficient statistics per arm: currency, other-currency orders,
+//! arm, n, Σy, Σy², Σx, Σx², Σxy.
 
+use chatlake_sql::experiment::ExperimentQuery;
 use chatlake_sql::{Engine, MetricsRequest, SqlOptions};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::Value;
@@ -85,6 +90,60 @@ impl sqllogictest::DB for Db {
     type ColumnType = DefaultColumnType;
 
     fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
+        if let Some(rest) = sql.trim().strip_prefix("EXPERIMENT ") {
+            let w: Vec<&str> = rest.split_whitespace().collect();
+            let [what, id, days, arg] = w[..] else {
+                return Err(DbError(format!("bad EXPERIMENT record: {sql}")));
+            };
+            let window_s = days.parse::<u64>().map_err(|e| DbError(e.to_string()))? * 86_400;
+            let q = ExperimentQuery {
+                experiment_id: id.to_owned(),
+                window_s,
+                currency: None,
+            };
+            if what == "UNITS" {
+                let q = ExperimentQuery {
+                    currency: Some(arg.to_owned()),
+                    ..q
+                };
+                let units = self
+                    .engine
+                    .experiment_units_sql(&q)
+                    .map_err(|e| DbError(e.to_string()))?;
+                let sql = format!(
+                    "SELECT phone_hash, arm, delivered, \"read\", clicked, replied, converted, \
+                     revenue, opted_out, x_delivered, x_read, x_clicked, x_replied, x_converted, \
+                     x_revenue, x_opted_out, other_currency_orders FROM ({units}) ORDER BY phone_hash"
+                );
+                return self.run(&sql);
+            }
+            let stats = self
+                .rt
+                .block_on(self.engine.experiment_stats(&q))
+                .map_err(|e| DbError(e.to_string()))?;
+            let rows = stats
+                .arms
+                .iter()
+                .map(|a| {
+                    let m = a.metrics.get(arg).copied().unwrap_or_default();
+                    vec![
+                        stats.currency.clone().unwrap_or_else(|| "NULL".into()),
+                        stats.other_currency_orders.to_string(),
+                        a.arm.clone(),
+                        a.n.to_string(),
+                        m.sum_y.to_string(),
+                        m.sum_y2.to_string(),
+                        m.sum_x.to_string(),
+                        m.sum_x2.to_string(),
+                        m.sum_xy.to_string(),
+                    ]
+                })
+                .collect();
+            return Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; 9],
+                rows,
+            });
+        }
         if let Some((names, by, from, to)) = parse_metrics(sql) {
             let req =
                 MetricsRequest::parse(Some(&names), from.as_deref(), to.as_deref(), by.as_deref())

@@ -1,0 +1,11 @@
+//! `chatlake-send`: the send/consent module — local state the sender needs and the lake
+//! cannot hold (DESIGN.md, "The send/consent loop").
+//!
+//! Start reading at [`store::Store`]: one SQLite database (WAL mode) under the data
+//! dir, `<dir>/chatlake.db`, holding the experiment definitions.
+
+pub mod error;
+pub mod store;
+
+pub use error::{Error, ErrorKind};
+pub use store::Store;

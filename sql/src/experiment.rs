@@ -1,0 +1,224 @@
+//! Experiment unit metrics and their sufficient statistics, computed in DataFusion
+//! (`sql/experiments/experiment_units.sql`): the units are never pulled one by one
+//! into Rust. Per arm and metric the engine returns n, Σy, Σy², and for CUPED Σx, Σx²,
+//! Σxy over the same units, where x is the metric in the 28 days before assignment.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::json::cell;
+use datafusion::arrow::array::RecordBatch;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The unit metrics of EXPERIMENTS.md, and whether each is binary (0/1).
+pub const UNIT_METRICS: &[(&str, bool)] = &[
+    ("clicked", true),
+    ("converted", true),
+    ("delivered", true),
+    ("opted_out", true),
+    ("read", true),
+    ("replied", true),
+    ("revenue", false),
+];
+
+/// CUPED's pre-period: 28 days before assignment.
+pub const PRE_WINDOW_S: u64 = 28 * 86_400;
+
+/// What to compute for one experiment.
+#[derive(Debug, Clone)]
+pub struct ExperimentQuery {
+    pub experiment_id: String,
+    /// Outcomes count in [assigned_at, assigned_at + window_s).
+    pub window_s: u64,
+    /// The currency of `revenue`; `None`: the currency of most of the units' orders in
+    /// their windows.
+    pub currency: Option<String>,
+}
+
+/// Sums of one metric over one arm's units.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Moments {
+    pub sum_y: f64,
+    pub sum_y2: f64,
+    pub sum_x: f64,
+    pub sum_x2: f64,
+    pub sum_xy: f64,
+}
+
+/// One arm's units and their sums.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmStats {
+    pub arm: String,
+    pub n: u64,
+    /// By metric name (every metric of [`UNIT_METRICS`]).
+    pub metrics: BTreeMap<String, Moments>,
+}
+
+/// The sufficient statistics of an experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentStats {
+    /// The currency `revenue` is in (`None`: no unit had an order in its window).
+    pub currency: Option<String>,
+    /// The arms that have units, by name.
+    pub arms: Vec<ArmStats>,
+    /// Orders in the units' windows in another currency, left out of `revenue`.
+    pub other_currency_orders: u64,
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+impl Engine {
+    /// The SQL of the experiment's unit relation with its parameters bound.
+    pub fn experiment_units_sql(&self, q: &ExperimentQuery) -> Result<String> {
+        let (_, body) = crate::catalog::files::EXPERIMENTS
+            .iter()
+            .find(|(n, _)| *n == "experiment_units")
+            .ok_or_else(|| Error::Definition {
+                name: "experiment_units".into(),
+                message: "sql/experiments/experiment_units.sql is missing".into(),
+            })?;
+        let currency = q.currency.as_deref().map_or("NULL".to_owned(), literal);
+        let sql = crate::engine::bind(body, &self.options)
+            .replace("${experiment_id}", &literal(&q.experiment_id))
+            .replace("${window_s}", &q.window_s.to_string())
+            .replace("${pre_window_s}", &PRE_WINDOW_S.to_string())
+            .replace("${currency}", &currency);
+        Ok(sql)
+    }
+
+    /// The sufficient statistics per arm of an experiment, within the query time limit.
+    pub async fn experiment_stats(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
+        let timeout = std::time::Duration::from_millis(self.options.query_timeout_ms);
+        match tokio::time::timeout(timeout, self.experiment_stats_inner(q)).await {
+            Err(_) => Err(Error::Timeout {
+                limit_ms: self.options.query_timeout_ms,
+            }),
+            Ok(r) => r,
+        }
+    }
+
+    async fn experiment_stats_inner(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
+        let (ctx, _kept) = self.prepared(None, None, &[], &[]).await?;
+        let run = |sql: String| {
+            let ctx = ctx.clone();
+            let options = self.options.clone();
+            async move {
+                let err = |e| crate::query::map_df_error(e, &options);
+                ctx.sql(&sql)
+                    .await
+                    .map_err(err)?
+                    .collect()
+                    .await
+                    .map_err(err)
+            }
+        };
+        let mut q = q.clone();
+        if q.currency.is_none() {
+            q.currency = self.majority_currency(&q, &run).await?;
+        }
+        let units = self.experiment_units_sql(&q)?;
+        let mut select = vec![
+            "arm".to_owned(),
+            "COUNT(*) AS n".to_owned(),
+            "SUM(other_currency_orders) AS other_currency_orders".to_owned(),
+        ];
+        for (m, _) in UNIT_METRICS {
+            let (y, x) = (format!("\"{m}\""), format!("x_{m}"));
+            select.push(format!("SUM({y}) AS \"{m}__y\""));
+            select.push(format!("SUM({y} * {y}) AS \"{m}__y2\""));
+            select.push(format!("SUM({x}) AS \"{m}__x\""));
+            select.push(format!("SUM({x} * {x}) AS \"{m}__x2\""));
+            select.push(format!("SUM({y} * {x}) AS \"{m}__xy\""));
+        }
+        let sql = format!(
+            "WITH u AS ({units}) SELECT {} FROM u GROUP BY arm ORDER BY arm",
+            select.join(", ")
+        );
+        let batches = run(sql).await?;
+        let mut arms = Vec::new();
+        let mut other = 0u64;
+        for b in &batches {
+            for row in 0..b.num_rows() {
+                let (arm, stats, o) = arm_row(b, row);
+                other += o;
+                if let Some(arm) = arm {
+                    arms.push(ArmStats {
+                        arm,
+                        n: stats.0,
+                        metrics: stats.1,
+                    });
+                }
+            }
+        }
+        Ok(ExperimentStats {
+            currency: q.currency,
+            arms,
+            other_currency_orders: other,
+        })
+    }
+
+    /// The currency of most orders the units placed in their windows (ties: the first
+    /// code in alphabetical order).
+    async fn majority_currency<F, Fut>(
+        &self,
+        q: &ExperimentQuery,
+        run: &F,
+    ) -> Result<Option<String>>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<RecordBatch>>>,
+    {
+        let sql = format!(
+            "SELECT o.currency, COUNT(*) AS n
+             FROM v_orders o
+             JOIN v_assignments a ON a.phone_hash = o.phone_hash
+             WHERE a.experiment_id = {id}
+               AND NOT o.test AND NOT o.cancelled AND o.currency IS NOT NULL
+               AND o.ts >= a.ts AND o.ts < a.ts + INTERVAL '{w} seconds'
+             GROUP BY o.currency ORDER BY n DESC, o.currency LIMIT 1",
+            id = literal(&q.experiment_id),
+            w = q.window_s
+        );
+        let batches = run(sql).await?;
+        Ok(batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .and_then(|b| cell(b.column(0), 0).as_str().map(str::to_owned)))
+    }
+}
+
+type ArmRow = (Option<String>, (u64, BTreeMap<String, Moments>), u64);
+
+fn arm_row(b: &RecordBatch, row: usize) -> ArmRow {
+    let get = |name: &str| {
+        b.schema()
+            .index_of(name)
+            .ok()
+            .map(|i| cell(b.column(i), row))
+            .unwrap_or(Value::Null)
+    };
+    let arm = get("arm").as_str().map(str::to_owned);
+    let n = get("n").as_u64().unwrap_or(0);
+    let other = get("other_currency_orders").as_u64().unwrap_or(0);
+    let mut metrics = BTreeMap::new();
+    for (m, _) in UNIT_METRICS {
+        let f = |part: &str| number(&get(&format!("{m}__{part}")));
+        metrics.insert(
+            (*m).to_owned(),
+            Moments {
+                sum_y: f("y"),
+                sum_y2: f("y2"),
+                sum_x: f("x"),
+                sum_x2: f("x2"),
+                sum_xy: f("xy"),
+            },
+        );
+    }
+    (arm, (n, metrics), other)
+}
