@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of chatlake on a fresh machine: installs what the tests need (a Python
-# virtual environment with duckdb, polars and pyarrow; cargo-nextest if missing), then
-# fmt, clippy and the whole test suite with nextest's summary.
+# virtual environment with duckdb, polars, pyarrow, scipy and statsmodels; cargo-nextest
+# if missing), then fmt, clippy and the whole test suite with nextest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,10 +10,10 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$HOME/.cache/chatlake-target" ]; then
   export CARGO_TARGET_DIR="$HOME/.cache/chatlake-target"
 fi
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import duckdb, polars, pyarrow" 2>/dev/null; then
-  echo "==> creating .venv with duckdb, polars, pyarrow"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import duckdb, polars, pyarrow, scipy, statsmodels" 2>/dev/null; then
+  echo "==> creating .venv with duckdb, polars, pyarrow, scipy, statsmodels"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check duckdb polars pyarrow
+  .venv/bin/pip install --quiet --disable-pip-version-check duckdb polars pyarrow scipy statsmodels
 fi
 export CHATLAKE_PYTHON="$PWD/.venv/bin/python"
 

@@ -166,6 +166,7 @@ pub async fn build_app(
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
     let engine = Arc::new(open_engine(rt).await?);
+    let store = Arc::new(chatlake_send::Store::open(&c.data_dir.join("chatlake.db"))?);
     let state = AppState::new(
         ingestor.clone(),
         norm,
@@ -176,6 +177,7 @@ pub async fn build_app(
         public_url,
         c.ingest.max_body_bytes,
         engine,
+        store,
     );
     Ok((ingestor, chatlake_api::router(Arc::new(state))))
 }

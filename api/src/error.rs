@@ -105,6 +105,12 @@ impl From<chatlake_sql::Error> for ApiError {
     }
 }
 
+impl From<chatlake_send::Error> for ApiError {
+    fn from(e: chatlake_send::Error) -> ApiError {
+        ApiError::of(e.kind(), e.code(), &e, None)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut err = json!({"code": self.code, "message": self.message});

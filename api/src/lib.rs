@@ -4,6 +4,7 @@
 //! Start reading at [`router`]: every route and the roles it takes are listed there.
 
 pub mod error;
+mod experiments;
 pub mod options;
 mod query;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The metric layer and SQL engine over the lake.
     pub engine: Arc<chatlake_sql::Engine>,
+    /// Local state: experiment definitions (later the consent ledger).
+    pub store: Arc<chatlake_send::Store>,
     /// Recently seen `X-Shopify-Webhook-Id`s (redeliveries are answered, not landed).
     shopify_seen: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
@@ -58,6 +61,7 @@ impl AppState {
         public_url: String,
         max_body_bytes: usize,
         engine: Arc<chatlake_sql::Engine>,
+        store: Arc<chatlake_send::Store>,
     ) -> AppState {
         AppState {
             ingestor,
@@ -69,6 +73,7 @@ impl AppState {
             public_url,
             max_body_bytes,
             engine,
+            store,
             shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
         }
     }
@@ -138,6 +143,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/metrics", get(query::metrics))
         .route("/v1/metrics/catalog", get(query::catalog))
         .route("/v1/sql", post(query::sql))
+        .route(
+            "/v1/experiments",
+            get(experiments::list).post(experiments::create),
+        )
+        .route("/v1/experiments/{id}", get(experiments::get_one))
+        .route("/v1/experiments/{id}/results", get(experiments::results))
+        .route("/v1/stats/compare", post(experiments::compare))
+        .route("/v1/stats/power", get(experiments::power))
         .route("/v1/admin/flush", post(flush))
         .route("/v1/admin/dead_letters", get(list_dead_letters))
         .route("/v1/admin/dead_letters/{id}", get(get_dead_letter))

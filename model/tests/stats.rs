@@ -64,11 +64,19 @@ fn close(got: f64, want: f64, strict: bool) -> bool {
 struct Checker {
     failures: Vec<String>,
     figures: usize,
+    /// The largest relative disagreement seen, and where.
+    worst: (f64, String),
 }
 
 impl Checker {
     fn num(&mut self, case: &str, what: &str, got: &Value, want: &Value, strict: bool) {
         self.figures += 1;
+        if let (Some(g), Some(w)) = (got.as_f64(), want.as_f64())
+            && w != 0.0
+            && (g - w).abs() / w.abs() > self.worst.0
+        {
+            self.worst = ((g - w).abs() / w.abs(), format!("{case}: {what}"));
+        }
         match (got.as_f64(), want.as_f64()) {
             (Some(g), Some(w)) if close(g, w, strict) => {}
             _ if got.is_null() && want.is_null() => {}
@@ -344,6 +352,7 @@ fn every_figure_matches_scipy() {
     let mut ck = Checker {
         failures: Vec::new(),
         figures: 0,
+        worst: (0.0, String::new()),
     };
     let mut types = BTreeMap::<String, usize>::new();
     for case in &cases {
@@ -411,6 +420,13 @@ fn every_figure_matches_scipy() {
         ck.failures.len(),
         ck.figures,
         ck.failures.join("\n")
+    );
+    eprintln!(
+        "{} figures of {} cases agree with scipy; worst relative difference {:.1e} ({})",
+        ck.figures,
+        cases.len(),
+        ck.worst.0,
+        ck.worst.1
     );
     assert!(cases.len() >= 14, "only {} reference cases", cases.len());
     for ty in [

@@ -1,0 +1,429 @@
+//! The experiment routes of API.md: `POST /v1/experiments`, `GET /v1/experiments`,
+//! `GET /v1/experiments/{id}/results[?cuped=true]`, and the calculators
+//! `POST /v1/stats/compare` and `GET /v1/stats/power` — one code path
+//! ([`chatlake_model::stats::analyse`]) for results and calculator alike.
+
+use crate::error::ApiError;
+use crate::options::Role;
+use crate::{ApiResult, St, authorize, body};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use chatlake_model::Ts;
+use chatlake_model::experiment::{Experiment, ExperimentSpec};
+use chatlake_model::stats::{self, AnalysisRequest, ArmInput, CupedArm, MetricKind, MetricSummary};
+use chatlake_sql::experiment::{ExperimentQuery, UNIT_METRICS};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+
+const READERS: &[Role] = &[Role::Analyst, Role::Marketer, Role::Admin];
+/// Defining experiments: analysts and marketers both run them (API.md lists
+/// "experiments" for both roles).
+const WRITERS: &[Role] = &[Role::Analyst, Role::Marketer, Role::Admin];
+
+/// Default significance level and smallest arm that gets a test.
+const DEFAULT_ALPHA: f64 = 0.05;
+const DEFAULT_MIN_N: u64 = 30;
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+fn stats_error(e: stats::StatsError) -> ApiError {
+    bad("invalid_statistics_input", e.to_string())
+}
+
+/// An experiment as the API shows it: the definition, timestamps in RFC 3339, status.
+fn view(e: &Experiment, now: Ts) -> Value {
+    json!({
+        "id": e.id,
+        "salt": e.salt,
+        "arms": e.arms,
+        "window_days": e.window_days,
+        "control": e.control,
+        "currency": e.currency,
+        "ends_at": e.ends_at.map(Ts::to_rfc3339),
+        "persistent": e.persistent,
+        "created_at": e.created_at.to_rfc3339(),
+        "description": e.description,
+        "status": e.status(now),
+    })
+}
+
+/// `POST /v1/experiments`.
+pub(crate) async fn create(
+    State(s): St,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    authorize(&s, &headers, WRITERS)?;
+    let raw = body(&s, b)?;
+    let spec: ExperimentSpec = serde_json::from_slice(&raw).map_err(|e| {
+        bad(
+            "invalid_body",
+            format!("the experiment definition is invalid: {e}"),
+        )
+    })?;
+    let now = Ts::now();
+    let e = spec.validate(now).map_err(|e| {
+        let mut err = bad("invalid_experiment", e.to_string());
+        err.detail = Some(json!({"field": e.field}));
+        err
+    })?;
+    s.store.create_experiment(&e)?;
+    tracing::info!(experiment = %e.id, arms = e.arms.len(), "experiment defined");
+    Ok((StatusCode::CREATED, axum::Json(view(&e, now))).into_response())
+}
+
+/// `GET /v1/experiments`.
+pub(crate) async fn list(State(s): St, headers: HeaderMap) -> ApiResult {
+    authorize(&s, &headers, READERS)?;
+    let now = Ts::now();
+    let all: Vec<Value> = s
+        .store
+        .experiments()?
+        .iter()
+        .map(|e| view(e, now))
+        .collect();
+    Ok(axum::Json(json!({ "experiments": all })).into_response())
+}
+
+/// `GET /v1/experiments/{id}`.
+pub(crate) async fn get_one(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    authorize(&s, &headers, READERS)?;
+    let e = s.store.experiment(&id)?;
+    Ok(axum::Json(view(&e, Ts::now())).into_response())
+}
+
+fn parse_f64(q: &HashMap<String, String>, k: &str, default: Option<f64>) -> ApiResult<f64> {
+    match q.get(k) {
+        None => default.ok_or_else(|| bad("invalid_request", format!("`{k}` is required"))),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| {
+                bad(
+                    "invalid_request",
+                    format!("`{k}` must be a number, not `{v}`"),
+                )
+            }),
+    }
+}
+
+fn parse_bool(q: &HashMap<String, String>, k: &str) -> ApiResult<bool> {
+    match q.get(k).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "true" || v == "1" || v.is_empty() => Ok(true),
+        Some(v) if v == "false" || v == "0" => Ok(false),
+        Some(v) => Err(bad(
+            "invalid_request",
+            format!("`{k}` must be true or false, not `{v}`"),
+        )),
+    }
+}
+
+fn parse_min_n(q: &HashMap<String, String>) -> ApiResult<u64> {
+    match q.get("min_n") {
+        None => Ok(DEFAULT_MIN_N),
+        Some(v) => v.trim().parse::<u64>().map_err(|_| {
+            bad(
+                "invalid_request",
+                format!("`min_n` must be a whole number, not `{v}`"),
+            )
+        }),
+    }
+}
+
+fn kind_of(binary: bool) -> MetricKind {
+    if binary {
+        MetricKind::Proportion
+    } else {
+        MetricKind::Continuous
+    }
+}
+
+/// `GET /v1/experiments/{id}/results[?cuped=true&alpha=&min_n=]`.
+pub(crate) async fn results(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authorize(&s, &headers, READERS)?;
+    let cuped = parse_bool(&q, "cuped")?;
+    let alpha = parse_f64(&q, "alpha", Some(DEFAULT_ALPHA))?;
+    let min_n = parse_min_n(&q)?;
+    let e = s.store.experiment(&id)?;
+    let stats = s
+        .engine
+        .experiment_stats(&ExperimentQuery {
+            experiment_id: e.id.clone(),
+            window_s: u64::from(e.window_days) * 86_400,
+            currency: e.currency.clone(),
+        })
+        .await?;
+    let mut notes = Vec::new();
+    let stray: u64 = stats
+        .arms
+        .iter()
+        .filter(|a| !e.arms.iter().any(|d| d.name == a.arm))
+        .map(|a| a.n)
+        .sum();
+    if stray > 0 {
+        notes.push(format!(
+            "{stray} assigned units name arms the definition does not have; they are left out"
+        ));
+    }
+    if stats.other_currency_orders > 0 {
+        notes.push(format!(
+            "{} orders in a currency other than {} are left out of revenue",
+            stats.other_currency_orders,
+            stats.currency.as_deref().unwrap_or("the experiment's")
+        ));
+    }
+    let kinds: BTreeMap<String, MetricKind> = UNIT_METRICS
+        .iter()
+        .map(|(m, binary)| ((*m).to_owned(), kind_of(*binary)))
+        .collect();
+    // Per defined arm (an arm without units has n = 0), its sums.
+    let sums = |arm: &str| stats.arms.iter().find(|a| a.arm == arm);
+    let mut arms: Vec<ArmInput> = Vec::new();
+    for d in &e.arms {
+        let a = sums(&d.name);
+        let n = a.map_or(0, |a| a.n);
+        let mut metrics = BTreeMap::new();
+        for (m, binary) in UNIT_METRICS {
+            let mo = a
+                .and_then(|a| a.metrics.get(*m))
+                .copied()
+                .unwrap_or_default();
+            let summary = if *binary {
+                MetricSummary::proportion_from_sums(n, mo.sum_y)
+            } else {
+                MetricSummary::continuous_from_sums(n, mo.sum_y, mo.sum_y2)
+            };
+            metrics.insert((*m).to_owned(), summary);
+        }
+        arms.push(ArmInput {
+            name: d.name.clone(),
+            n,
+            metrics,
+        });
+    }
+    let mut cuped_out = serde_json::Map::new();
+    if cuped {
+        for (m, binary) in UNIT_METRICS {
+            let input: Vec<CupedArm> = e
+                .arms
+                .iter()
+                .map(|d| {
+                    let a = sums(&d.name);
+                    let mo = a
+                        .and_then(|a| a.metrics.get(*m))
+                        .copied()
+                        .unwrap_or_default();
+                    CupedArm {
+                        name: d.name.clone(),
+                        n: a.map_or(0, |a| a.n),
+                        sum_y: mo.sum_y,
+                        sum_y2: mo.sum_y2,
+                        sum_x: mo.sum_x,
+                        sum_x2: mo.sum_x2,
+                        sum_xy: mo.sum_xy,
+                    }
+                })
+                .collect();
+            let r = stats::cuped(&input, kind_of(*binary)).map_err(stats_error)?;
+            for (arm, adjusted) in arms.iter_mut().zip(&r.arms) {
+                arm.metrics.insert((*m).to_owned(), adjusted.adjusted);
+            }
+            cuped_out.insert(
+                (*m).to_owned(),
+                serde_json::to_value(&r).unwrap_or(Value::Null),
+            );
+        }
+    }
+    // CUPED-adjusted values are no longer 0/1: every metric is then analysed as
+    // continuous (Welch on the adjusted variances, Φ(diff/se) for the chance to beat).
+    let kinds = if cuped {
+        kinds
+            .into_keys()
+            .map(|m| (m, MetricKind::Continuous))
+            .collect()
+    } else {
+        kinds
+    };
+    let req = AnalysisRequest {
+        experiment_id: Some(e.id.clone()),
+        control: e.control.clone(),
+        alpha,
+        min_n,
+        arms,
+        kinds,
+        expected_weights: Some(e.weights().into_iter().collect()),
+        incremental: e.control_is_holdout(),
+    };
+    let result = stats::analyse(&req).map_err(stats_error)?;
+    let mut out = serde_json::to_value(&result).map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding the result: {err}"),
+        )
+    })?;
+    if let Some(obj) = out.as_object_mut() {
+        obj.insert("currency".into(), json!(stats.currency));
+        obj.insert("window_days".into(), json!(e.window_days));
+        obj.insert("status".into(), json!(e.status(Ts::now())));
+        obj.insert("cuped".into(), Value::Bool(cuped));
+        if cuped {
+            obj.insert("cuped_details".into(), Value::Object(cuped_out));
+        }
+        obj.insert("notes".into(), json!(notes));
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompareArm {
+    name: String,
+    n: u64,
+    conversions: Option<u64>,
+    mean: Option<f64>,
+    variance: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompareRequest {
+    control: String,
+    alpha: Option<f64>,
+    arms: Vec<CompareArm>,
+    expected_weights: Option<BTreeMap<String, f64>>,
+    min_n: Option<u64>,
+    experiment_id: Option<String>,
+    /// Report incremental conversions/revenue (default: when the control is named
+    /// `holdout`).
+    incremental: Option<bool>,
+}
+
+/// `POST /v1/stats/compare`: the significance calculator on summary statistics; its
+/// single metric is named `value`.
+pub(crate) async fn compare(
+    State(s): St,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    authorize(&s, &headers, READERS)?;
+    let raw = body(&s, b)?;
+    let req: CompareRequest = serde_json::from_slice(&raw).map_err(|e| {
+        bad(
+            "invalid_body",
+            format!("the comparison request is invalid: {e}"),
+        )
+    })?;
+    let proportions = req.arms.iter().all(|a| a.conversions.is_some());
+    let continuous = req
+        .arms
+        .iter()
+        .all(|a| a.mean.is_some() && a.variance.is_some() && a.conversions.is_none());
+    if !(proportions || continuous) || req.arms.is_empty() {
+        return Err(bad(
+            "invalid_body",
+            "every arm needs either `conversions` (a proportion) or both `mean` and `variance` (a continuous metric), the same for all arms",
+        ));
+    }
+    let kind = if proportions {
+        MetricKind::Proportion
+    } else {
+        MetricKind::Continuous
+    };
+    let mut arms = Vec::with_capacity(req.arms.len());
+    for a in &req.arms {
+        let summary = match (a.conversions, a.mean, a.variance) {
+            (Some(c), _, _) => {
+                if c > a.n {
+                    return Err(bad(
+                        "invalid_body",
+                        format!("arm `{}`: conversions ({c}) exceed n ({})", a.name, a.n),
+                    ));
+                }
+                MetricSummary::proportion(a.n, c)
+            }
+            (None, Some(mean), Some(variance)) => MetricSummary {
+                n: a.n,
+                mean,
+                variance,
+                conversions: None,
+            },
+            _ => {
+                return Err(bad(
+                    "invalid_body",
+                    format!("arm `{}` needs `mean` and `variance`", a.name),
+                ));
+            }
+        };
+        arms.push(ArmInput {
+            name: a.name.clone(),
+            n: a.n,
+            metrics: BTreeMap::from([("value".to_owned(), summary)]),
+        });
+    }
+    let analysis = AnalysisRequest {
+        experiment_id: req.experiment_id,
+        incremental: req.incremental.unwrap_or(req.control == "holdout"),
+        control: req.control,
+        alpha: req.alpha.unwrap_or(DEFAULT_ALPHA),
+        min_n: req.min_n.unwrap_or(DEFAULT_MIN_N),
+        arms,
+        kinds: BTreeMap::from([("value".to_owned(), kind)]),
+        expected_weights: req.expected_weights,
+    };
+    let result = stats::analyse(&analysis).map_err(stats_error)?;
+    Ok(axum::Json(result).into_response())
+}
+
+/// `GET /v1/stats/power?baseline=&mde=|n=&alpha=&power=`.
+pub(crate) async fn power(
+    State(s): St,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authorize(&s, &headers, READERS)?;
+    let baseline = parse_f64(&q, "baseline", None)?;
+    let alpha = parse_f64(&q, "alpha", Some(DEFAULT_ALPHA))?;
+    let power = parse_f64(&q, "power", Some(0.8))?;
+    match (q.get("mde"), q.get("n")) {
+        (Some(_), None) => {
+            let mde = parse_f64(&q, "mde", None)?;
+            let n = stats::power_n_per_arm(baseline, mde, alpha, power).map_err(stats_error)?;
+            Ok(axum::Json(json!({
+                "n_per_arm": n, "baseline": baseline, "mde": mde, "alpha": alpha, "power": power
+            }))
+            .into_response())
+        }
+        (None, Some(v)) => {
+            let n = v.trim().parse::<u64>().map_err(|_| {
+                bad(
+                    "invalid_request",
+                    format!("`n` must be a whole number, not `{v}`"),
+                )
+            })?;
+            let mde = stats::power_mde(baseline, n, alpha, power).map_err(stats_error)?;
+            Ok(axum::Json(json!({
+                "mde": mde, "baseline": baseline, "n_per_arm": n, "alpha": alpha, "power": power
+            }))
+            .into_response())
+        }
+        _ => Err(bad(
+            "invalid_request",
+            "give exactly one of `mde` (for the sample size) or `n` (for the MDE)",
+        )),
+    }
+}
