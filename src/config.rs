@@ -8,36 +8,11 @@ use anyhow::{Context, Result, bail};
 use chatlake_api::{ServerOptions, WebhookOptions};
 use chatlake_ingest::IngestOptions;
 use chatlake_model::IntentOptions;
+use chatlake_send::SendOptions;
 use chatlake_sql::SqlOptions;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// Where the sender calls the Cloud API (used by the sender; accepted here so the
-/// documented variables are valid today).
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SenderOptions {
-    /// Base URL up to, not including, `/{version}/…`.
-    pub whatsapp_api_url: Option<String>,
-    /// Bearer token of the Cloud API.
-    pub whatsapp_token: Option<String>,
-    /// Sending phone-number id.
-    pub whatsapp_phone_number_id: Option<String>,
-}
-
-impl fmt::Debug for SenderOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SenderOptions")
-            .field("whatsapp_api_url", &self.whatsapp_api_url)
-            .field(
-                "whatsapp_token",
-                &self.whatsapp_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("whatsapp_phone_number_id", &self.whatsapp_phone_number_id)
-            .finish()
-    }
-}
 
 /// The whole configuration.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +34,7 @@ pub struct Config {
     pub webhooks: WebhookOptions,
     pub ingest: IngestOptions,
     pub intent: IntentOptions,
-    pub sender: SenderOptions,
+    pub sender: SendOptions,
     pub sql: SqlOptions,
 }
 
@@ -75,7 +50,7 @@ impl Default for Config {
             webhooks: WebhookOptions::default(),
             ingest: IngestOptions::default(),
             intent: IntentOptions::default(),
-            sender: SenderOptions::default(),
+            sender: SendOptions::default(),
             sql: SqlOptions::default(),
         }
     }

@@ -178,6 +178,7 @@ pub async fn build_app(
         c.ingest.max_body_bytes,
         engine,
         store,
+        c.sender.clone(),
     );
     Ok((ingestor, chatlake_api::router(Arc::new(state))))
 }

@@ -3,6 +3,7 @@
 //!
 //! Start reading at [`router`]: every route and the roles it takes are listed there.
 
+mod consent;
 pub mod error;
 mod experiments;
 pub mod options;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub engine: Arc<chatlake_sql::Engine>,
     /// Local state: experiment definitions (later the consent ledger).
     pub store: Arc<chatlake_send::Store>,
+    /// Sender and consent settings.
+    pub sender: chatlake_send::SendOptions,
     /// Recently seen `X-Shopify-Webhook-Id`s (redeliveries are answered, not landed).
     shopify_seen: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
@@ -62,6 +65,7 @@ impl AppState {
         max_body_bytes: usize,
         engine: Arc<chatlake_sql::Engine>,
         store: Arc<chatlake_send::Store>,
+        sender: chatlake_send::SendOptions,
     ) -> AppState {
         AppState {
             ingestor,
@@ -74,6 +78,7 @@ impl AppState {
             max_body_bytes,
             engine,
             store,
+            sender,
             shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
         }
     }
@@ -151,6 +156,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/experiments/{id}/results", get(experiments::results))
         .route("/v1/stats/compare", post(experiments::compare))
         .route("/v1/stats/power", get(experiments::power))
+        .route("/v1/consent", post(consent::post))
+        .route("/v1/consent/{phone}", get(consent::get))
         .route("/v1/admin/flush", post(flush))
         .route("/v1/admin/dead_letters", get(list_dead_letters))
         .route("/v1/admin/dead_letters/{id}", get(get_dead_letter))
@@ -244,7 +251,11 @@ async fn land(
     raw: &[u8],
 ) -> ApiResult<(usize, Option<String>)> {
     let n = outcome.events.len();
-    s.ingestor.submit(outcome.events).await?;
+    let (entries, mirrors) = consent::implied(s, &outcome.events);
+    let mut events = outcome.events;
+    events.extend(mirrors);
+    s.ingestor.submit(events).await?;
+    consent::record(s, &entries)?;
     let mut dead = None;
     if !outcome.rejects.is_empty() {
         let id = s.dead_letters.put(endpoint, outcome.rejects, raw)?;
@@ -377,7 +388,11 @@ async fn post_events(
     let records = generic::split_records(&raw, ndjson)?;
     let parsed = generic::parse(table, &records, &s.norm, Ts::now())?;
     let n = parsed.events.len();
-    s.ingestor.submit(parsed.events).await?;
+    let (entries, mirrors) = consent::implied(&s, &parsed.events);
+    let mut events = parsed.events;
+    events.extend(mirrors);
+    s.ingestor.submit(events).await?;
+    consent::record(&s, &entries)?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({"accepted": n, "ignored_fields": parsed.ignored_fields})),

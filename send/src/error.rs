@@ -31,6 +31,12 @@ pub enum Error {
     /// An experiment with this id exists already.
     #[error("an experiment with id `{id}` exists already")]
     DuplicateExperiment { id: String },
+    /// A consent entry with a bad field.
+    #[error("consent field `{field}`: {message}")]
+    InvalidConsent {
+        field: &'static str,
+        message: String,
+    },
     /// No experiment has this id.
     #[error("no experiment has id `{id}`")]
     UnknownExperiment { id: String },
@@ -43,6 +49,7 @@ impl Error {
             Error::OpenStore { .. } | Error::Store { .. } => ErrorKind::Unavailable,
             Error::Corrupt { .. } => ErrorKind::Internal,
             Error::DuplicateExperiment { .. } => ErrorKind::Conflict,
+            Error::InvalidConsent { .. } => ErrorKind::InvalidInput,
             Error::UnknownExperiment { .. } => ErrorKind::NotFound,
         }
     }
@@ -53,6 +60,7 @@ impl Error {
             Error::OpenStore { .. } | Error::Store { .. } => "store_unavailable",
             Error::Corrupt { .. } => "internal",
             Error::DuplicateExperiment { .. } => "duplicate_experiment",
+            Error::InvalidConsent { .. } => "invalid_consent",
             Error::UnknownExperiment { .. } => "unknown_experiment",
         }
     }

@@ -2,10 +2,14 @@
 //! cannot hold (DESIGN.md, "The send/consent loop").
 //!
 //! Start reading at [`store::Store`]: one SQLite database (WAL mode) under the data
-//! dir, `<dir>/chatlake.db`, holding the experiment definitions.
+//! dir, `<dir>/chatlake.db`, holding the experiment definitions and the consent ledger
+//! ([`ledger`]).
 
 pub mod error;
+pub mod ledger;
+pub mod options;
 pub mod store;
 
 pub use error::{Error, ErrorKind};
+pub use options::SendOptions;
 pub use store::Store;

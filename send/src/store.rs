@@ -16,6 +16,23 @@ CREATE TABLE IF NOT EXISTS experiments (
     created_at  INTEGER NOT NULL,
     definition  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS consent_ledger (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id        TEXT NOT NULL UNIQUE,
+    phone           TEXT,
+    phone_hash      TEXT NOT NULL,
+    action          TEXT NOT NULL CHECK (action IN ('opt_in', 'opt_out')),
+    scope           TEXT NOT NULL CHECK (scope IN ('marketing', 'utility', 'authentication', 'all')),
+    source          TEXT NOT NULL,
+    policy_version  TEXT NOT NULL,
+    ts              INTEGER NOT NULL,
+    received_at     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS consent_ledger_phone ON consent_ledger (phone_hash, ts);
+CREATE TRIGGER IF NOT EXISTS consent_ledger_append_only_u BEFORE UPDATE ON consent_ledger
+BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS consent_ledger_append_only_d BEFORE DELETE ON consent_ledger
+BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END;
 ";
 
 /// The database.
@@ -23,7 +40,7 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-fn op(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+pub(crate) fn op(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |source| Error::Store { operation, source }
 }
 
@@ -56,7 +73,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (every write is one
         // statement or transaction), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

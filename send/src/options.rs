@@ -1,0 +1,53 @@
+//! Sender and consent settings (`[sender]` in the config file).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The send/consent module.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SendOptions {
+    /// Base URL of the Cloud API up to, not including, `/{version}/…`
+    /// (`CHATLAKE_WHATSAPP_API_URL`; default Meta's Graph API).
+    pub whatsapp_api_url: Option<String>,
+    /// Bearer token of the Cloud API (`CHATLAKE_WHATSAPP_TOKEN`).
+    pub whatsapp_token: Option<String>,
+    /// Sending phone-number id (`CHATLAKE_WHATSAPP_PHONE_NUMBER_ID`).
+    pub whatsapp_phone_number_id: Option<String>,
+    /// Graph API version in the send URL.
+    pub whatsapp_api_version: String,
+    /// Scope of the opt-out an inbound `stop` records: `marketing` (default) or `all`.
+    pub stop_scope: String,
+    /// Whether an inbound `start` (START, UNSTOP, …) records an opt-in of
+    /// `stop_scope` (a `user_preferences` resume always does, for marketing).
+    pub start_opts_in: bool,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            whatsapp_api_url: None,
+            whatsapp_token: None,
+            whatsapp_phone_number_id: None,
+            whatsapp_api_version: "v25.0".to_owned(),
+            stop_scope: "marketing".to_owned(),
+            start_opts_in: true,
+        }
+    }
+}
+
+impl fmt::Debug for SendOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendOptions")
+            .field("whatsapp_api_url", &self.whatsapp_api_url)
+            .field(
+                "whatsapp_token",
+                &self.whatsapp_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("whatsapp_phone_number_id", &self.whatsapp_phone_number_id)
+            .field("whatsapp_api_version", &self.whatsapp_api_version)
+            .field("stop_scope", &self.stop_scope)
+            .field("start_opts_in", &self.start_opts_in)
+            .finish()
+    }
+}

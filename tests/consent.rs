@@ -1,0 +1,197 @@
+//! The consent ledger end to end: `POST /v1/consent`, `GET /v1/consent/{phone}`, the
+//! automatic opt-out from an inbound STOP webhook, opt-in from START, a
+//! `user_preferences` resume, consent events posted to `/v1/events/consent`, the lake
+//! mirror, persistence across a restart, and bad input.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn post_consent(s: &Server, key: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(s.url("/v1/consent"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .expect("post");
+    let st = r.status().as_u16();
+    (st, r.json().unwrap_or(Value::Null))
+}
+
+fn get_consent(s: &Server, phone: &str) -> Value {
+    let r = client()
+        .get(s.url(&format!("/v1/consent/{}", phone.replace('+', "%2B"))))
+        .bearer_auth(MARKETER)
+        .send()
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    r.json().expect("json")
+}
+
+fn inbound_text(wa_id: &str, id: &str, text: &str, ts: i64) -> Vec<u8> {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "A"}, "wa_id": wa_id}],
+        "messages": [{"from": wa_id, "id": id, "timestamp": ts.to_string(), "type": "text", "text": {"body": text}}]
+    }}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn consent_ledger_end_to_end() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut s = Server::start(dir.path(), &[]);
+    let phone = "+4915112345678";
+
+    // No entry: state none.
+    let v = get_consent(&s, phone);
+    assert_eq!(v["state"]["marketing"], "none");
+    assert_eq!(v["entries"].as_array().map(Vec::len), Some(0));
+
+    let (st, v) = post_consent(
+        &s,
+        MARKETER,
+        &json!({"phone": "+49 151 1234 5678", "action": "opt_in", "scope": "marketing",
+                "source": "checkout_checkbox", "policy_version": "2026-01", "ts": "2026-03-01T10:00:00Z"}),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["phone_hash"], hash(phone));
+    assert_eq!(v["state"]["marketing"], "opted_in");
+    assert_eq!(v["state"]["utility"], "none");
+
+    // An inbound STOP (later) opts the number out of marketing with nobody in the loop.
+    let r = post_whatsapp(
+        &s,
+        &inbound_text("4915112345678", "wamid.stop1", "Stop!", 1_772_445_600),
+    );
+    assert_eq!(r.status(), 200);
+    let v = get_consent(&s, phone);
+    assert_eq!(v["state"]["marketing"], "opted_out", "{v}");
+    assert_eq!(v["state"]["utility"], "none");
+    let entries = v["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1]["source"], "inbound_stop");
+    // The same webhook again (Meta retries) adds nothing.
+    let r = post_whatsapp(
+        &s,
+        &inbound_text("4915112345678", "wamid.stop1", "Stop!", 1_772_445_600),
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        get_consent(&s, phone)["entries"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    // START opts back in; a plain message changes nothing.
+    post_whatsapp(
+        &s,
+        &inbound_text("4915112345678", "wamid.hi", "hello there", 1_772_449_200),
+    );
+    let r = post_whatsapp(
+        &s,
+        &inbound_text("4915112345678", "wamid.start1", "START", 1_772_452_800),
+    );
+    assert_eq!(r.status(), 200);
+    let v = get_consent(&s, phone);
+    assert_eq!(v["state"]["marketing"], "opted_in", "{v}");
+    assert_eq!(v["entries"].as_array().map(Vec::len), Some(3));
+
+    // A user_preferences resume (the real fixture) enters the ledger for its wa_id.
+    let fixture = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/whatsapp/user_preferences_marketing_resume.json"),
+    )
+    .or_else(|_| std::fs::read(fixtures().join("whatsapp/user_preferences_marketing_resume.json")))
+    .expect("fixture");
+    assert_eq!(post_whatsapp(&s, &fixture).status(), 200);
+    let v = get_consent(&s, "+16505551234");
+    assert_eq!(v["state"]["marketing"], "opted_in", "{v}");
+    assert_eq!(v["entries"][0]["source"], "user_preferences");
+
+    // A consent event posted to /v1/events/consent enters the ledger too.
+    let r = post_events(
+        &s,
+        "consent",
+        &json!([{"event_id": "ev-1", "ts": "2026-03-05T00:00:00Z", "phone": "+5511987654321",
+                 "action": "opt_out", "scope": "all", "source": "crm", "policy_version": "1"}])
+        .to_string(),
+    );
+    assert_eq!(r.status(), 202);
+    let v = get_consent(&s, "+5511987654321");
+    assert_eq!(v["state"]["authentication"], "opted_out", "{v}");
+
+    // Bad input: 400 naming the field, nothing recorded; wrong role 403.
+    for (body, field) in [
+        (json!({"action": "opt_in"}), "phone"),
+        (json!({"phone": "12", "action": "opt_in"}), "phone"),
+        (
+            json!({"phone": "+4915199999999", "action": "maybe"}),
+            "action",
+        ),
+        (
+            json!({"phone": "+4915199999999", "action": "opt_in", "scope": "promos"}),
+            "scope",
+        ),
+        (
+            json!({"phone": "+4915199999999", "action": "opt_in", "ts": "yesterday"}),
+            "ts",
+        ),
+    ] {
+        let (st, v) = post_consent(&s, MARKETER, &body);
+        assert_eq!(st, 400, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{v}");
+    }
+    let (st, _) = post_consent(
+        &s,
+        MARKETER,
+        &json!({"phone": "+4915199999999", "action": "opt_in", "extra": 1}),
+    );
+    assert_eq!(st, 400);
+    assert_eq!(
+        get_consent(&s, "+4915199999999")["entries"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    let (st, _) = post_consent(&s, ANALYST, &json!({"phone": phone, "action": "opt_in"}));
+    assert_eq!(st, 403);
+
+    // The ledger is mirrored to the lake's consent table, with no raw number. The
+    // retried STOP webhook lands twice in the raw table (at-least-once) with the same
+    // event id, which v_consent counts once.
+    s.flush();
+    let mut rows: Vec<(String, String)> = read_table(dir.path(), "consent")
+        .iter()
+        .flat_map(|b| {
+            strings(b, "event_id")
+                .into_iter()
+                .zip(strings(b, "source"))
+                .map(|(e, src)| (e.expect("event_id"), src.expect("source")))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rows.sort();
+    rows.dedup();
+    let mut sources: Vec<&str> = rows.iter().map(|(_, s)| s.as_str()).collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        [
+            "checkout_checkbox",
+            "crm",
+            "inbound_start",
+            "inbound_stop",
+            "user_preferences"
+        ]
+    );
+
+    // The ledger survives a restart.
+    assert_eq!(s.terminate(), Some(0));
+    let s = Server::start(dir.path(), &[]);
+    assert_eq!(get_consent(&s, phone)["state"]["marketing"], "opted_in");
+    let db = std::fs::read(dir.path().join("chatlake.db")).expect("ledger file");
+    assert!(!db.is_empty());
+}
