@@ -7,7 +7,7 @@ use std::path::Path;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = String::new();
-    for dir in ["views", "units", "metrics", "experiments"] {
+    for dir in ["views", "units", "metrics", "experiments", "suppressions"] {
         println!("cargo::rerun-if-changed={dir}");
         let mut names: Vec<String> = std::fs::read_dir(root.join(dir))
             .unwrap_or_else(|e| panic!("reading sql/{dir}: {e}"))

@@ -18,6 +18,7 @@ pub mod json;
 pub mod metrics;
 pub mod options;
 pub mod query;
+pub mod suppressions;
 
 pub use catalog::{Catalog, Metric, MetricType};
 pub use encode::{Encoder, Format};

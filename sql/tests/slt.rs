@@ -7,7 +7,8 @@
 //! `EXPERIMENT UNITS <id> <window_days> <currency>` prints the experiment's unit
 //! relation (one row per unit, by phone hash); `EXPERIMENT STATS <id> <window_days>
 //! <metric>` prints the sufficient statistics per arm: currency, other-currency orders,
-//! arm, n, Σy, Σy², Σx, Σx², Σxy.
+//! arm, n, Σy, Σy², Σx, Σx², Σxy. `SUPPRESSIONS <now> [<persistent experiment id>…]`
+//! prints the suppression list as of `now` (RFC 3339): phone_hash, reason, since, until.
 
 use chatlake_sql::experiment::ExperimentQuery;
 use chatlake_sql::{Engine, MetricsRequest, SqlOptions};
@@ -90,6 +91,38 @@ impl sqllogictest::DB for Db {
     type ColumnType = DefaultColumnType;
 
     fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
+        if let Some(rest) = sql.trim().strip_prefix("SUPPRESSIONS ") {
+            let mut w = rest.split_whitespace();
+            let now = w
+                .next()
+                .and_then(chatlake_model::Ts::parse_rfc3339)
+                .ok_or_else(|| DbError(format!("bad SUPPRESSIONS record: {sql}")))?;
+            let holdouts: Vec<(String, Option<chatlake_model::Ts>)> =
+                w.map(|id| (id.to_owned(), None)).collect();
+            let list = self
+                .rt
+                .block_on(self.engine.suppressions(
+                    now,
+                    &holdouts,
+                    &chatlake_sql::suppressions::SuppressionOptions::default(),
+                ))
+                .map_err(|e| DbError(e.to_string()))?;
+            let rows = list
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.phone_hash.clone(),
+                        r.reason.clone(),
+                        r.since.to_rfc3339(),
+                        r.until.map_or("NULL".to_owned(), |u| u.to_rfc3339()),
+                    ]
+                })
+                .collect();
+            return Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; 4],
+                rows,
+            });
+        }
         if let Some(rest) = sql.trim().strip_prefix("EXPERIMENT ") {
             let w: Vec<&str> = rest.split_whitespace().collect();
             let [what, id, days, arg] = w[..] else {
