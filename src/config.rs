@@ -10,6 +10,7 @@ use chatlake_ingest::IngestOptions;
 use chatlake_model::IntentOptions;
 use chatlake_send::SendOptions;
 use chatlake_sql::SqlOptions;
+use chatlake_sql::suppressions::SuppressionOptions;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub struct Config {
     pub intent: IntentOptions,
     pub sender: SendOptions,
     pub sql: SqlOptions,
+    pub suppressions: SuppressionOptions,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             intent: IntentOptions::default(),
             sender: SendOptions::default(),
             sql: SqlOptions::default(),
+            suppressions: SuppressionOptions::default(),
         }
     }
 }
@@ -68,6 +71,7 @@ impl fmt::Debug for Config {
             .field("ingest", &self.ingest)
             .field("sender", &self.sender)
             .field("sql", &self.sql)
+            .field("suppressions", &self.suppressions)
             .finish()
     }
 }

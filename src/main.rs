@@ -179,8 +179,11 @@ pub async fn build_app(
         engine,
         store,
         c.sender.clone(),
+        c.suppressions.clone(),
     );
-    Ok((ingestor, chatlake_api::router(Arc::new(state))))
+    let state = Arc::new(state);
+    chatlake_api::suppressions::start_refresher(state.clone());
+    Ok((ingestor, chatlake_api::router(state)))
 }
 
 /// The query engine over this runtime's lake.

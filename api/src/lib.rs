@@ -8,6 +8,7 @@ pub mod error;
 mod experiments;
 pub mod options;
 mod query;
+pub mod suppressions;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -48,6 +49,10 @@ pub struct AppState {
     pub store: Arc<chatlake_send::Store>,
     /// Sender and consent settings.
     pub sender: chatlake_send::SendOptions,
+    /// Thresholds and schedule of the suppression list.
+    pub suppression_options: chatlake_sql::suppressions::SuppressionOptions,
+    /// The suppression list in effect for the sender.
+    pub suppressions: std::sync::RwLock<Arc<suppressions::SuppressionList>>,
     /// Recently seen `X-Shopify-Webhook-Id`s (redeliveries are answered, not landed).
     shopify_seen: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
@@ -66,6 +71,7 @@ impl AppState {
         engine: Arc<chatlake_sql::Engine>,
         store: Arc<chatlake_send::Store>,
         sender: chatlake_send::SendOptions,
+        suppression_options: chatlake_sql::suppressions::SuppressionOptions,
     ) -> AppState {
         AppState {
             ingestor,
@@ -79,6 +85,8 @@ impl AppState {
             engine,
             store,
             sender,
+            suppression_options,
+            suppressions: std::sync::RwLock::new(Arc::default()),
             shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
         }
     }
@@ -156,6 +164,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/experiments/{id}/results", get(experiments::results))
         .route("/v1/stats/compare", post(experiments::compare))
         .route("/v1/stats/power", get(experiments::power))
+        .route("/v1/suppressions", get(suppressions::get))
+        .route("/v1/suppressions/refresh", post(suppressions::post_refresh))
         .route("/v1/consent", post(consent::post))
         .route("/v1/consent/{phone}", get(consent::get))
         .route("/v1/admin/flush", post(flush))

@@ -1,0 +1,218 @@
+//! `GET /v1/suppressions` and `POST /v1/suppressions/refresh`: the suppression list is
+//! computed in SQL from the lake ([`chatlake_sql::suppressions`]), joined with the
+//! consent ledger's current opt-outs (which may not have reached Parquet yet), and
+//! kept in memory for the sender; a background task recomputes it on a schedule.
+
+use crate::error::ApiError;
+use crate::options::Role;
+use crate::{ApiResult, AppState, St, authorize, body};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use chatlake_model::Ts;
+use chatlake_sql::suppressions::Suppression;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+const READERS: &[Role] = &[Role::Analyst, Role::Marketer, Role::Admin];
+const REFRESHERS: &[Role] = &[Role::Marketer, Role::Admin];
+
+/// The list in effect.
+#[derive(Debug, Default)]
+pub struct SuppressionList {
+    /// The time the list was computed for.
+    pub as_of: Option<Ts>,
+    pub rows: Vec<Suppression>,
+    /// Reasons by phone hash, for the sender.
+    pub by_phone: HashMap<String, Vec<String>>,
+}
+
+impl SuppressionList {
+    /// The reasons in effect for one recipient at `now` (rows whose `until` passed are
+    /// not).
+    pub fn reasons(&self, phone_hash: &str, now: Ts) -> Vec<&str> {
+        self.rows
+            .iter()
+            .filter(|r| r.phone_hash == phone_hash && r.until.is_none_or(|u| u > now))
+            .map(|r| r.reason.as_str())
+            .collect()
+    }
+
+    /// The count per reason.
+    pub fn counts(&self) -> BTreeMap<&str, usize> {
+        let mut out = BTreeMap::new();
+        for r in &self.rows {
+            *out.entry(r.reason.as_str()).or_insert(0) += 1;
+        }
+        out
+    }
+}
+
+/// Recomputes the list as of `now` and puts it in effect.
+pub async fn refresh(s: &AppState, now: Ts) -> ApiResult<Arc<SuppressionList>> {
+    let holdouts: Vec<(String, Option<Ts>)> = s
+        .store
+        .experiments()?
+        .into_iter()
+        .filter(|e| e.persistent && e.is_running(now))
+        .map(|e| (e.id, e.ends_at))
+        .collect();
+    let mut rows = s
+        .engine
+        .suppressions(now, &holdouts, &s.suppression_options)
+        .await?;
+    // The ledger is the sender's truth for opt-outs; the lake mirror may lag a flush.
+    let in_lake: HashSet<String> = rows
+        .iter()
+        .filter(|r| r.reason == "opted_out")
+        .map(|r| r.phone_hash.clone())
+        .collect();
+    for (phone_hash, since) in s.store.marketing_opt_outs()? {
+        if since <= now && !in_lake.contains(&phone_hash) {
+            rows.push(Suppression {
+                phone_hash,
+                reason: "opted_out".into(),
+                since,
+                until: None,
+            });
+        }
+    }
+    rows.sort();
+    let mut by_phone: HashMap<String, Vec<String>> = HashMap::new();
+    for r in &rows {
+        by_phone
+            .entry(r.phone_hash.clone())
+            .or_default()
+            .push(r.reason.clone());
+    }
+    let list = Arc::new(SuppressionList {
+        as_of: Some(now),
+        rows,
+        by_phone,
+    });
+    *s.suppressions.write().unwrap_or_else(|p| p.into_inner()) = list.clone();
+    tracing::info!(rows = list.rows.len(), "suppression list refreshed");
+    Ok(list)
+}
+
+/// The list in effect, computed first if it never was.
+pub async fn current(s: &AppState) -> ApiResult<Arc<SuppressionList>> {
+    let list = s
+        .suppressions
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if list.as_of.is_some() {
+        return Ok(list);
+    }
+    refresh(s, Ts::now()).await
+}
+
+/// Recomputes the list every `refresh_interval_s` (0: never).
+pub fn start_refresher(s: Arc<AppState>) {
+    let every = s.suppression_options.refresh_interval_s;
+    if every == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresh(&s, Ts::now()).await {
+                tracing::warn!(error = %e.message, "scheduled suppression refresh failed; the previous list stays in effect");
+            }
+        }
+    });
+}
+
+/// `GET /v1/suppressions?format=json|csv`.
+pub(crate) async fn get(
+    State(s): St,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authorize(&s, &headers, READERS)?;
+    let format = q.get("format").map(String::as_str).unwrap_or("json");
+    if format != "json" && format != "csv" {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("`format` must be json or csv, not `{format}`"),
+        ));
+    }
+    let list = current(&s).await?;
+    if format == "csv" {
+        let mut out = String::from("phone_hash,reason,since,until\n");
+        for r in &list.rows {
+            out.push_str(&format!(
+                "{},{},{},{}\n",
+                r.phone_hash,
+                r.reason,
+                r.since.to_rfc3339(),
+                r.until.map(Ts::to_rfc3339).unwrap_or_default()
+            ));
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
+    }
+    let rows: Vec<_> = list
+        .rows
+        .iter()
+        .map(|r| {
+            json!({"phone_hash": r.phone_hash, "reason": r.reason,
+                   "since": r.since.to_rfc3339(), "until": r.until.map(Ts::to_rfc3339)})
+        })
+        .collect();
+    Ok(axum::Json(json!({"rows": rows, "as_of": list.as_of.map(Ts::to_rfc3339)})).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    /// Compute the list as of this time (RFC 3339; default now): for tests and
+    /// back-fills.
+    now: Option<String>,
+}
+
+/// `POST /v1/suppressions/refresh`: recompute now; 200 with the count per reason once
+/// it is in effect for the sender.
+pub(crate) async fn post_refresh(
+    State(s): St,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    authorize(&s, &headers, REFRESHERS)?;
+    let raw = body(&s, b)?;
+    let req: RefreshRequest = if raw.iter().all(u8::is_ascii_whitespace) {
+        RefreshRequest::default()
+    } else {
+        serde_json::from_slice(&raw).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("the refresh request is invalid: {e}"),
+            )
+        })?
+    };
+    let now = match req.now {
+        Some(t) => Ts::parse_rfc3339(&t).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("`now` is not an RFC 3339 timestamp: `{t}`"),
+            )
+        })?,
+        None => Ts::now(),
+    };
+    let list = refresh(&s, now).await?;
+    Ok(axum::Json(json!({
+        "counts": list.counts(),
+        "total": list.rows.len(),
+        "as_of": now.to_rfc3339(),
+    }))
+    .into_response())
+}
