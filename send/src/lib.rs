@@ -8,6 +8,7 @@
 pub mod error;
 pub mod ledger;
 pub mod options;
+pub mod policy;
 pub mod store;
 
 pub use error::{Error, ErrorKind};

@@ -1,0 +1,375 @@
+//! The send policy (DESIGN.md, "The send/consent loop"): for one recipient, in order,
+//! consent for the template's category → suppression list → holdout → frequency cap →
+//! quiet hours in the recipient's time zone → 24-hour service window (free-form
+//! messages only). A pure function of its inputs, so every rule is testable with an
+//! injected clock.
+//!
+//! Choices where the spec leaves room (ARCHITECTURE.md "Decisions"):
+//! - `service` (free-form) messages answer a customer inside their service window, so
+//!   they skip the consent check and the marketing-only rules.
+//! - The suppression reasons `blocked`, `non_engager`, `recent_purchaser` and the
+//!   frequency cap are about marketing and apply to `marketing` sends only;
+//!   `opted_out` comes from the consent check of the category's scope;
+//!   `undeliverable` applies to every category.
+//! - Quiet hours apply to `marketing` and `utility`; an `authentication` code is
+//!   asked for by the user and a service reply answers them.
+
+use crate::ledger::State;
+use chatlake_model::Ts;
+use chrono::{NaiveTime, TimeZone, Timelike};
+use chrono_tz::Tz;
+
+/// What to do with one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send now.
+    Send,
+    /// Inside quiet hours with `defer`: send at this time.
+    Defer(Ts),
+    /// Do not send; the `send_skips` reason.
+    Skip(&'static str),
+}
+
+/// `quiet_hours` of a send request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuietHoursMode {
+    Defer,
+    Skip,
+}
+
+/// Everything the policy knows about one recipient.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    pub now: Ts,
+    /// `marketing`, `utility`, `authentication` or `service`.
+    pub category: &'a str,
+    /// The ledger's state for the category's scope.
+    pub consent: State,
+    /// Suppression reasons in effect now.
+    pub suppressions: &'a [&'a str],
+    /// Assigned to a holdout arm (of the named experiment or a persistent one).
+    pub holdout: bool,
+    /// Marketing sends to the recipient in the trailing cap window (the lake's count
+    /// is in `suppressions` as `frequency_cap`; this adds what this process sent since).
+    pub recent_marketing_sends: u64,
+    /// The recipient's time zone.
+    pub zone: Tz,
+    /// Their latest inbound message (for the service window).
+    pub last_inbound: Option<Ts>,
+    pub quiet_hours: QuietHoursMode,
+}
+
+/// The policy's settings.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub quiet_start: NaiveTime,
+    pub quiet_end: NaiveTime,
+    pub frequency_cap: u64,
+    pub service_window_s: i64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            quiet_start: NaiveTime::from_hms_opt(21, 0, 0).unwrap_or_default(),
+            quiet_end: NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default(),
+            frequency_cap: 4,
+            service_window_s: 86_400,
+        }
+    }
+}
+
+/// Suppression reasons that stop a marketing send, in the order they are reported.
+const MARKETING_SUPPRESSIONS: &[&str] = &[
+    "opted_out",
+    "blocked",
+    "undeliverable",
+    "non_engager",
+    "recent_purchaser",
+];
+
+impl Policy {
+    /// The decision for one recipient.
+    pub fn decide(&self, f: &Facts) -> Decision {
+        let marketing = f.category == "marketing";
+        let service = f.category == "service";
+        if !service {
+            match f.consent {
+                State::OptedOut => return Decision::Skip("opted_out"),
+                State::None => return Decision::Skip("no_consent"),
+                State::OptedIn => {}
+            }
+        }
+        if marketing {
+            if let Some(r) = MARKETING_SUPPRESSIONS
+                .iter()
+                .find(|r| f.suppressions.contains(r))
+            {
+                return Decision::Skip(r);
+            }
+        } else if f.suppressions.contains(&"undeliverable") {
+            return Decision::Skip("undeliverable");
+        }
+        if f.holdout {
+            return Decision::Skip("holdout");
+        }
+        if marketing
+            && (f.suppressions.contains(&"frequency_cap")
+                || f.recent_marketing_sends >= self.frequency_cap)
+        {
+            return Decision::Skip("frequency_cap");
+        }
+        if (marketing || f.category == "utility")
+            && let Some(end) = self.quiet_until(f.now, f.zone)
+        {
+            return match f.quiet_hours {
+                QuietHoursMode::Skip => Decision::Skip("quiet_hours"),
+                QuietHoursMode::Defer => Decision::Defer(end),
+            };
+        }
+        if service {
+            let inside = f
+                .last_inbound
+                .is_some_and(|t| t <= f.now && f.now.0 - t.0 < self.service_window_s * 1_000_000);
+            if !inside {
+                return Decision::Skip("outside_service_window");
+            }
+        }
+        Decision::Send
+    }
+
+    /// When `now` is inside quiet hours in `zone`, the instant they end.
+    pub fn quiet_until(&self, now: Ts, zone: Tz) -> Option<Ts> {
+        let local = zone.from_utc_datetime(&now.to_datetime().naive_utc());
+        let t = local.time().with_nanosecond(0).unwrap_or(local.time());
+        let (start, end) = (self.quiet_start, self.quiet_end);
+        let inside = if start > end {
+            t >= start || t < end
+        } else {
+            t >= start && t < end
+        };
+        if !inside {
+            return None;
+        }
+        let mut day = local.date_naive();
+        if start > end && t >= start {
+            day = day.succ_opt()?;
+        }
+        // A DST gap at the end time: take the earliest valid instant after it.
+        let naive = day.and_time(end);
+        let at = zone.from_local_datetime(&naive).earliest().or_else(|| {
+            zone.from_local_datetime(&(naive + chrono::Duration::hours(1)))
+                .earliest()
+        })?;
+        Some(Ts(at.timestamp_micros()))
+    }
+}
+
+/// Country calling codes and a representative time zone (the most populous zone of
+/// the country); a number whose code is not listed gets the configured default.
+const ZONES: &[(&str, &str)] = &[
+    ("1", "America/New_York"),
+    ("7", "Europe/Moscow"),
+    ("20", "Africa/Cairo"),
+    ("27", "Africa/Johannesburg"),
+    ("30", "Europe/Athens"),
+    ("31", "Europe/Amsterdam"),
+    ("32", "Europe/Brussels"),
+    ("33", "Europe/Paris"),
+    ("34", "Europe/Madrid"),
+    ("36", "Europe/Budapest"),
+    ("39", "Europe/Rome"),
+    ("40", "Europe/Bucharest"),
+    ("41", "Europe/Zurich"),
+    ("43", "Europe/Vienna"),
+    ("44", "Europe/London"),
+    ("45", "Europe/Copenhagen"),
+    ("46", "Europe/Stockholm"),
+    ("47", "Europe/Oslo"),
+    ("48", "Europe/Warsaw"),
+    ("49", "Europe/Berlin"),
+    ("51", "America/Lima"),
+    ("52", "America/Mexico_City"),
+    ("54", "America/Argentina/Buenos_Aires"),
+    ("55", "America/Sao_Paulo"),
+    ("56", "America/Santiago"),
+    ("57", "America/Bogota"),
+    ("60", "Asia/Kuala_Lumpur"),
+    ("61", "Australia/Sydney"),
+    ("62", "Asia/Jakarta"),
+    ("63", "Asia/Manila"),
+    ("64", "Pacific/Auckland"),
+    ("65", "Asia/Singapore"),
+    ("66", "Asia/Bangkok"),
+    ("81", "Asia/Tokyo"),
+    ("82", "Asia/Seoul"),
+    ("84", "Asia/Ho_Chi_Minh"),
+    ("86", "Asia/Shanghai"),
+    ("90", "Europe/Istanbul"),
+    ("91", "Asia/Kolkata"),
+    ("92", "Asia/Karachi"),
+    ("234", "Africa/Lagos"),
+    ("254", "Africa/Nairobi"),
+    ("351", "Europe/Lisbon"),
+    ("353", "Europe/Dublin"),
+    ("358", "Europe/Helsinki"),
+    ("380", "Europe/Kyiv"),
+    ("880", "Asia/Dhaka"),
+    ("966", "Asia/Riyadh"),
+    ("971", "Asia/Dubai"),
+    ("972", "Asia/Jerusalem"),
+];
+
+/// The time zone of an E.164 number by its country calling code (longest match).
+pub fn zone_of(e164: &str, default: Tz) -> Tz {
+    let digits = e164.trim_start_matches('+');
+    for len in [3, 2, 1] {
+        if let Some(prefix) = digits.get(..len)
+            && let Some((_, z)) = ZONES.iter().find(|(c, _)| *c == prefix)
+        {
+            return z.parse().unwrap_or(default);
+        }
+    }
+    default
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Ts {
+        Ts::parse_rfc3339(s).expect("ts")
+    }
+
+    fn facts<'a>(now: &str, category: &'a str, suppressions: &'a [&'a str]) -> Facts<'a> {
+        Facts {
+            now: at(now),
+            category,
+            consent: State::OptedIn,
+            suppressions,
+            holdout: false,
+            recent_marketing_sends: 0,
+            zone: chrono_tz::Europe::Berlin,
+            last_inbound: None,
+            quiet_hours: QuietHoursMode::Defer,
+        }
+    }
+
+    const NOON: &str = "2026-04-10T10:00:00Z"; // 12:00 in Berlin (CEST)
+
+    #[test]
+    fn each_rule_in_order() {
+        let p = Policy::default();
+        assert_eq!(p.decide(&facts(NOON, "marketing", &[])), Decision::Send);
+        let mut f = facts(NOON, "marketing", &[]);
+        f.consent = State::None;
+        assert_eq!(p.decide(&f), Decision::Skip("no_consent"));
+        f.consent = State::OptedOut;
+        assert_eq!(p.decide(&f), Decision::Skip("opted_out"));
+        for r in [
+            "blocked",
+            "undeliverable",
+            "non_engager",
+            "recent_purchaser",
+        ] {
+            assert_eq!(p.decide(&facts(NOON, "marketing", &[r])), Decision::Skip(r));
+        }
+        // Consent comes before suppression; suppression before holdout.
+        let mut f = facts(NOON, "marketing", &["blocked"]);
+        f.consent = State::None;
+        assert_eq!(p.decide(&f), Decision::Skip("no_consent"));
+        let mut f = facts(NOON, "marketing", &["blocked"]);
+        f.holdout = true;
+        assert_eq!(p.decide(&f), Decision::Skip("blocked"));
+        let mut f = facts(NOON, "marketing", &["frequency_cap"]);
+        f.holdout = true;
+        assert_eq!(p.decide(&f), Decision::Skip("holdout"));
+        assert_eq!(
+            p.decide(&facts(NOON, "marketing", &["frequency_cap"])),
+            Decision::Skip("frequency_cap")
+        );
+        let mut f = facts(NOON, "marketing", &[]);
+        f.recent_marketing_sends = 4;
+        assert_eq!(p.decide(&f), Decision::Skip("frequency_cap"));
+        f.recent_marketing_sends = 3;
+        assert_eq!(p.decide(&f), Decision::Send);
+        // Utility: marketing-only reasons do not apply, undeliverable does.
+        assert_eq!(
+            p.decide(&facts(NOON, "utility", &["non_engager", "frequency_cap"])),
+            Decision::Send
+        );
+        assert_eq!(
+            p.decide(&facts(NOON, "utility", &["undeliverable"])),
+            Decision::Skip("undeliverable")
+        );
+    }
+
+    #[test]
+    fn quiet_hours_in_the_recipients_zone() {
+        let p = Policy::default();
+        // 20:59 Berlin: not quiet; 21:00 Berlin: quiet until 09:00 the next morning.
+        assert_eq!(
+            p.decide(&facts("2026-04-10T18:59:00Z", "marketing", &[])),
+            Decision::Send
+        );
+        assert_eq!(
+            p.decide(&facts("2026-04-10T19:00:00Z", "marketing", &[])),
+            Decision::Defer(at("2026-04-11T07:00:00Z"))
+        );
+        // 08:59 Berlin: quiet until 09:00 the same day; 09:00: not quiet.
+        assert_eq!(
+            p.decide(&facts("2026-04-10T06:59:00Z", "marketing", &[])),
+            Decision::Defer(at("2026-04-10T07:00:00Z"))
+        );
+        assert_eq!(
+            p.decide(&facts("2026-04-10T07:00:00Z", "marketing", &[])),
+            Decision::Send
+        );
+        let mut f = facts("2026-04-10T19:00:00Z", "marketing", &[]);
+        f.quiet_hours = QuietHoursMode::Skip;
+        assert_eq!(p.decide(&f), Decision::Skip("quiet_hours"));
+        // The same instant is daytime in São Paulo (16:00).
+        let mut f = facts("2026-04-10T19:00:00Z", "marketing", &[]);
+        f.zone = zone_of("+5511987654321", chrono_tz::UTC);
+        assert_eq!(p.decide(&f), Decision::Send);
+        // Authentication codes are not held back.
+        assert_eq!(
+            p.decide(&facts("2026-04-10T19:00:00Z", "authentication", &[])),
+            Decision::Send
+        );
+        // Across the DST switch (Berlin, 2026-03-29 02:00 → 03:00): 09:00 CEST = 07:00Z.
+        assert_eq!(
+            p.decide(&facts("2026-03-28T22:00:00Z", "marketing", &[])),
+            Decision::Defer(at("2026-03-29T07:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn service_window_for_free_form_messages() {
+        let p = Policy::default();
+        let mut f = facts("2026-04-10T19:30:00Z", "service", &["non_engager"]);
+        f.consent = State::None;
+        assert_eq!(p.decide(&f), Decision::Skip("outside_service_window"));
+        f.last_inbound = Some(at("2026-04-09T19:30:01Z"));
+        assert_eq!(p.decide(&f), Decision::Send);
+        f.last_inbound = Some(at("2026-04-09T19:30:00Z"));
+        assert_eq!(p.decide(&f), Decision::Skip("outside_service_window"));
+    }
+
+    #[test]
+    fn zones_by_country_code() {
+        assert_eq!(
+            zone_of("+4915112345678", chrono_tz::UTC),
+            chrono_tz::Europe::Berlin
+        );
+        assert_eq!(
+            zone_of("+97150000000", chrono_tz::UTC),
+            chrono_tz::Asia::Dubai
+        );
+        assert_eq!(
+            zone_of("+16505551234", chrono_tz::UTC),
+            chrono_tz::America::New_York
+        );
+        assert_eq!(zone_of("+999123", chrono_tz::UTC), chrono_tz::UTC);
+    }
+}
