@@ -5,9 +5,11 @@
 //! dir, `<dir>/chatlake.db`, holding the experiment definitions and the consent ledger
 //! ([`ledger`]).
 
+pub mod cloud;
 pub mod error;
 pub mod ledger;
 pub mod options;
+pub mod outbox;
 pub mod policy;
 pub mod store;
 

@@ -68,6 +68,7 @@ impl Store {
             "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
         )?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::outbox::SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
