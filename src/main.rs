@@ -3,6 +3,7 @@
 mod bench;
 mod bench_metrics;
 mod config;
+mod standin;
 
 use anyhow::{Context, Result, bail};
 use chatlake_api::{AppState, options::parse_keys};
@@ -63,6 +64,8 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
+    /// A local stand-in for the WhatsApp Cloud API (tests, demo).
+    Standin(standin::StandinOptions),
     /// Benchmarks; see BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
@@ -120,7 +123,7 @@ fn init_logs(format: &str) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     tokio::select! {
@@ -183,6 +186,9 @@ pub async fn build_app(
     );
     let state = Arc::new(state);
     chatlake_api::suppressions::start_refresher(state.clone());
+    if let Err(e) = chatlake_api::sends::resume(&state) {
+        tracing::error!(error = %e.message, "could not resume interrupted send requests");
+    }
     Ok((ingestor, chatlake_api::router(state)))
 }
 
@@ -329,6 +335,7 @@ fn main() -> Result<()> {
             } => sql(config, &query, &format, output).await,
             Command::Compact { before, table } => compact(config, before, table).await,
             Command::Bench { which } => bench::run(which).await,
+            Command::Standin(opts) => standin::run(opts).await,
         }
     })
 }

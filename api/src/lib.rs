@@ -8,6 +8,7 @@ pub mod error;
 mod experiments;
 pub mod options;
 mod query;
+pub mod sends;
 pub mod suppressions;
 
 use axum::Router;
@@ -53,6 +54,13 @@ pub struct AppState {
     pub suppression_options: chatlake_sql::suppressions::SuppressionOptions,
     /// The suppression list in effect for the sender.
     pub suppressions: std::sync::RwLock<Arc<suppressions::SuppressionList>>,
+    /// The Cloud API client (`None` until the token and sending number are set).
+    pub cloud: Option<Arc<chatlake_send::cloud::CloudClient>>,
+    /// Marketing sends this process made, by recipient (the frequency cap between two
+    /// refreshes of the suppression list).
+    pub recent_sends: Mutex<HashMap<String, Vec<Ts>>>,
+    /// Send requests whose worker runs.
+    pub workers: Mutex<HashSet<String>>,
     /// Recently seen `X-Shopify-Webhook-Id`s (redeliveries are answered, not landed).
     shopify_seen: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
@@ -84,9 +92,14 @@ impl AppState {
             max_body_bytes,
             engine,
             store,
-            sender,
+            sender: sender.clone(),
             suppression_options,
             suppressions: std::sync::RwLock::new(Arc::default()),
+            cloud: sender
+                .cloud()
+                .map(|c| Arc::new(chatlake_send::cloud::CloudClient::new(c))),
+            recent_sends: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashSet::new()),
             shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
         }
     }
@@ -166,6 +179,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/stats/power", get(experiments::power))
         .route("/v1/suppressions", get(suppressions::get))
         .route("/v1/suppressions/refresh", post(suppressions::post_refresh))
+        .route("/v1/sends", post(sends::post))
+        .route("/v1/sends/{request_id}", get(sends::get))
         .route("/v1/consent", post(consent::post))
         .route("/v1/consent/{phone}", get(consent::get))
         .route("/v1/admin/flush", post(flush))

@@ -21,6 +21,15 @@ pub struct SendOptions {
     /// Whether an inbound `start` (START, UNSTOP, …) records an opt-in of
     /// `stop_scope` (a `user_preferences` resume always does, for marketing).
     pub start_opts_in: bool,
+    /// Messages per second from the sending number (Meta's default throughput is 80;
+    /// 0 lifts the limit).
+    pub rate_limit_per_s: u32,
+    /// Least time between two messages to one recipient (Meta's pair limit: 6 s).
+    pub pair_interval_ms: u64,
+    /// Retries of a retryable Cloud API error after the first attempt.
+    pub max_retries: u32,
+    /// First retry backoff; doubles each retry, plus up to 50 % jitter.
+    pub retry_base_ms: u64,
 }
 
 impl Default for SendOptions {
@@ -32,6 +41,10 @@ impl Default for SendOptions {
             whatsapp_api_version: "v25.0".to_owned(),
             stop_scope: "marketing".to_owned(),
             start_opts_in: true,
+            rate_limit_per_s: 80,
+            pair_interval_ms: 6_000,
+            max_retries: 5,
+            retry_base_ms: 500,
         }
     }
 }
@@ -48,6 +61,30 @@ impl fmt::Debug for SendOptions {
             .field("whatsapp_api_version", &self.whatsapp_api_version)
             .field("stop_scope", &self.stop_scope)
             .field("start_opts_in", &self.start_opts_in)
+            .field("rate_limit_per_s", &self.rate_limit_per_s)
+            .field("pair_interval_ms", &self.pair_interval_ms)
+            .field("max_retries", &self.max_retries)
+            .field("retry_base_ms", &self.retry_base_ms)
             .finish()
+    }
+}
+
+impl SendOptions {
+    /// The Cloud API client's settings, or `None` until the token and the sending
+    /// number are configured.
+    pub fn cloud(&self) -> Option<crate::cloud::CloudConfig> {
+        Some(crate::cloud::CloudConfig {
+            base_url: self
+                .whatsapp_api_url
+                .clone()
+                .unwrap_or_else(|| "https://graph.facebook.com".to_owned()),
+            version: self.whatsapp_api_version.clone(),
+            phone_number_id: self.whatsapp_phone_number_id.clone()?,
+            token: self.whatsapp_token.clone()?,
+            rate_limit_per_s: self.rate_limit_per_s,
+            pair_interval: std::time::Duration::from_millis(self.pair_interval_ms),
+            max_retries: self.max_retries,
+            backoff_base: std::time::Duration::from_millis(self.retry_base_ms),
+        })
     }
 }

@@ -1,0 +1,338 @@
+//! The loop end to end, with the Cloud API stand-in (`chatlake standin`): opt-in →
+//! send → statuses arrive → inbound STOP → the suppression list shows `opted_out` →
+//! the next send skips that recipient; a persistent holdout is assigned and never
+//! sent to; 130429 answers are retried without a double send; bad input is refused
+//! with nothing recorded.
+
+mod common;
+
+use chatlake_model::Ts;
+use chatlake_model::experiment::ExperimentSpec;
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Standin {
+    child: Child,
+    base: String,
+}
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn standin(extra: &[&str]) -> Standin {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chatlake"))
+        .args([
+            "standin",
+            "--token",
+            "tok",
+            "--app-secret",
+            APP_SECRET,
+            "--status-delay-ms",
+            "5",
+        ])
+        .args(extra)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start standin");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let base = line
+        .trim()
+        .strip_prefix("standin listening on ")
+        .unwrap_or_else(|| panic!("unexpected {line:?}"))
+        .to_owned();
+    Standin { child, base }
+}
+
+fn start(dir: &std::path::Path, st: &Standin) -> Server {
+    let s = Server::start(
+        dir,
+        &[
+            ("CHATLAKE_WHATSAPP_API_URL", st.base.as_str()),
+            ("CHATLAKE_WHATSAPP_TOKEN", "tok"),
+            ("CHATLAKE_WHATSAPP_PHONE_NUMBER_ID", "pn1"),
+            ("CHATLAKE_SENDER__PAIR_INTERVAL_MS", "0"),
+            ("CHATLAKE_SENDER__RETRY_BASE_MS", "10"),
+            ("CHATLAKE_SUPPRESSIONS__REFRESH_INTERVAL_S", "0"),
+        ],
+    );
+    let r = client()
+        .post(format!("{}/_standin/webhook_url", st.base))
+        .body(s.url("/v1/webhooks/whatsapp"))
+        .send()
+        .expect("configure standin");
+    assert_eq!(r.status(), 204);
+    s
+}
+
+fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(s.url(path))
+        .bearer_auth(MARKETER)
+        .json(body)
+        .send()
+        .expect("post");
+    let st = r.status().as_u16();
+    (st, r.json().unwrap_or(Value::Null))
+}
+
+fn wait_done(s: &Server, id: &str) -> Value {
+    for _ in 0..400 {
+        let v: Value = client()
+            .get(s.url(&format!("/v1/sends/{id}")))
+            .bearer_auth(MARKETER)
+            .send()
+            .expect("get")
+            .json()
+            .expect("json");
+        if v["state"] == "done" {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("send {id} did not finish");
+}
+
+fn opt_in(s: &Server, phone: &str) {
+    let (st, v) = post(
+        s,
+        "/v1/consent",
+        &json!({"phone": phone, "action": "opt_in", "scope": "marketing", "ts": "2026-04-01T00:00:00Z"}),
+    );
+    assert_eq!(st, 201, "{v}");
+}
+
+fn send(s: &Server, recipients: &[&str]) -> Value {
+    let (st, v) = post(
+        s,
+        "/v1/sends",
+        &json!({"campaign_id": "spring", "template": "promo", "language": "en_US",
+                "category": "marketing", "recipients": recipients, "variables": ["Ana"],
+                "quiet_hours": "skip", "now": "2026-04-10T12:00:00Z"}),
+    );
+    assert_eq!(st, 202, "{v}");
+    v
+}
+
+fn standin_stats(st: &Standin) -> Value {
+    client()
+        .get(format!("{}/stats", st.base))
+        .send()
+        .expect("stats")
+        .json()
+        .expect("json")
+}
+
+#[test]
+fn the_loop_closes() {
+    let sim = standin(&[
+        "--read-rate",
+        "1",
+        "--missing-delivered-rate",
+        "0",
+        "--duplicate-rate",
+        "0.5",
+    ]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), &sim);
+    let (a, b, c) = ("+4915100000001", "+4915100000002", "+4915100000003");
+    opt_in(&s, a);
+    opt_in(&s, b);
+
+    // c never opted in: no_consent. Quiet hours are 21–09 in Berlin; 12:00 UTC is 14:00.
+    let v = send(&s, &[a, b, c]);
+    assert_eq!(v["queued"], 2, "{v}");
+    assert_eq!(v["skipped"]["no_consent"], 1);
+    let id = v["request_id"].as_str().expect("id").to_owned();
+    let done = wait_done(&s, &id);
+    assert_eq!(done["sent"], 2, "{done}");
+    assert_eq!(done["failed"], 0);
+    assert_eq!(standin_stats(&sim)["sent"], 2);
+
+    // The stand-in's statuses arrive as signed webhooks.
+    std::thread::sleep(Duration::from_millis(300));
+    s.flush();
+    let sends = read_table(dir.path(), "sends");
+    let wamids: Vec<String> = sends
+        .iter()
+        .flat_map(|b| strings(b, "message_id"))
+        .flatten()
+        .collect();
+    assert_eq!(wamids.len(), 2);
+    assert!(wamids.iter().all(|w| w.starts_with("wamid.STANDIN")));
+    let statuses = read_table(dir.path(), "statuses");
+    let kinds: Vec<String> = statuses
+        .iter()
+        .flat_map(|b| strings(b, "status"))
+        .flatten()
+        .collect();
+    for k in ["sent", "delivered", "read"] {
+        assert!(
+            kinds.iter().filter(|x| *x == k).count() >= 2,
+            "{k}: {kinds:?}"
+        );
+    }
+    let skips = read_table(dir.path(), "send_skips");
+    let reasons: Vec<String> = skips
+        .iter()
+        .flat_map(|b| strings(b, "reason"))
+        .flatten()
+        .collect();
+    assert_eq!(reasons, ["no_consent"]);
+
+    // a sends STOP; the list shows opted_out; the next send skips a.
+    let stop = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "1", "phone_number_id": "pn1"},
+        "contacts": [{"profile": {"name": "A"}, "wa_id": "4915100000001"}],
+        "messages": [{"from": "4915100000001", "id": "wamid.in.stop", "timestamp": "1775822400", "type": "text", "text": {"body": "STOP"}}]}}]}]});
+    assert_eq!(post_whatsapp(&s, stop.to_string().as_bytes()).status(), 200);
+    let (st, v) = post(
+        &s,
+        "/v1/suppressions/refresh",
+        &json!({"now": "2026-04-10T12:00:00Z"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["counts"]["opted_out"], 1, "{v}");
+    let v = send(&s, &[a, b]);
+    assert_eq!(v["skipped"]["opted_out"], 1, "{v}");
+    assert_eq!(v["queued"], 1);
+    let done = wait_done(&s, v["request_id"].as_str().expect("id"));
+    assert_eq!(done["sent"], 1);
+    assert_eq!(standin_stats(&sim)["sent"], 3);
+
+    // Bad input: 400 naming the field; nothing recorded or sent.
+    for (body, field) in [
+        (
+            json!({"template": "p", "language": "en", "category": "marketing", "recipients": [b]}),
+            "campaign_id",
+        ),
+        (
+            json!({"campaign_id": "x", "template": "p", "language": "en", "category": "marketing", "recipients": [b, "12ab"]}),
+            "recipients[1]",
+        ),
+        (
+            json!({"campaign_id": "x", "template": "p", "language": "en", "category": "promo", "recipients": [b]}),
+            "category",
+        ),
+        (
+            json!({"campaign_id": "x", "template": "p", "category": "marketing", "recipients": [b]}),
+            "language",
+        ),
+        (
+            json!({"campaign_id": "x", "text": "hi", "template": "p", "recipients": [b]}),
+            "text",
+        ),
+        (
+            json!({"campaign_id": "x", "template": "p", "language": "en", "category": "marketing", "recipients": [b], "quiet_hours": "later"}),
+            "quiet_hours",
+        ),
+        (
+            json!({"campaign_id": "x", "template": "p", "language": "en", "category": "marketing", "recipients": [b], "experiment_id": "nope"}),
+            "experiment_id",
+        ),
+    ] {
+        let (st, v) = post(&s, "/v1/sends", &body);
+        assert_eq!(st, 400, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{v}");
+    }
+    assert_eq!(standin_stats(&sim)["sent"], 3);
+    let r = client()
+        .get(s.url("/v1/sends/req-nope"))
+        .bearer_auth(MARKETER)
+        .send()
+        .expect("get");
+    assert_eq!(r.status(), 404);
+}
+
+#[test]
+fn holdout_members_are_assigned_and_never_sent_to() {
+    let sim = standin(&[]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), &sim);
+    let def = json!({"id": "global", "salt": "g1", "persistent": true, "control": "holdout",
+                     "arms": [{"name": "treatment", "weight": 50}, {"name": "holdout", "weight": 50}]});
+    let (st, _) = post(&s, "/v1/experiments", &def);
+    assert_eq!(st, 201);
+    let exp = serde_json::from_value::<ExperimentSpec>(def)
+        .expect("spec")
+        .validate(Ts(0))
+        .expect("valid");
+    let phones: Vec<String> = (0..20).map(|i| format!("+49151000001{i:02}")).collect();
+    for p in &phones {
+        opt_in(&s, p);
+    }
+    let refs: Vec<&str> = phones.iter().map(String::as_str).collect();
+    // A real clock: the persistent experiment runs from its creation.
+    let now = chrono::Utc::now().to_rfc3339();
+    let (st, v) = post(
+        &s,
+        "/v1/sends",
+        &json!({"campaign_id": "spring", "template": "promo", "language": "en_US",
+                "category": "marketing", "recipients": refs, "now": now}),
+    );
+    assert_eq!(st, 202, "{v}");
+    let held = phones
+        .iter()
+        .filter(|p| exp.assign(&hash(p)) == "holdout")
+        .count();
+    assert!(held > 0 && held < 20);
+    // Quiet hours may defer some (Berlin), which still counts as queued.
+    assert_eq!(v["skipped"]["holdout"], held, "{v}");
+    assert_eq!(v["queued"], 20 - held as u64);
+    s.flush();
+    let assignments = read_table(dir.path(), "assignments");
+    let arms: Vec<String> = assignments
+        .iter()
+        .flat_map(|b| strings(b, "arm"))
+        .flatten()
+        .collect();
+    assert_eq!(arms.len(), 20, "every eligible recipient is assigned once");
+    assert_eq!(arms.iter().filter(|a| *a == "holdout").count(), held);
+}
+
+#[test]
+fn rate_limit_answers_are_retried_without_a_double_send() {
+    let sim = standin(&["--fail-first", "3", "--fail-code", "130429"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), &sim);
+    let p = "+4915100000009";
+    opt_in(&s, p);
+    let v = send(&s, &[p]);
+    let done = wait_done(&s, v["request_id"].as_str().expect("id"));
+    assert_eq!(done["sent"], 1, "{done}");
+    let stats = standin_stats(&sim);
+    assert_eq!(
+        stats["calls"], 4,
+        "three 130429 answers, then one send: {stats}"
+    );
+    assert_eq!(stats["sent"], 1);
+
+    // A permanent error (100) is not retried and is recorded as api_error.
+    let sim2 = standin(&["--fail-first", "5", "--fail-code", "100"]);
+    let dir2 = tempfile::tempdir().expect("tmp");
+    let s2 = start(dir2.path(), &sim2);
+    opt_in(&s2, p);
+    let v = send(&s2, &[p]);
+    let done = wait_done(&s2, v["request_id"].as_str().expect("id"));
+    assert_eq!(done["failed"], 1, "{done}");
+    assert_eq!(standin_stats(&sim2)["calls"], 1);
+    s2.flush();
+    let skips = read_table(dir2.path(), "send_skips");
+    let reasons: Vec<String> = skips
+        .iter()
+        .flat_map(|b| strings(b, "reason"))
+        .flatten()
+        .collect();
+    assert_eq!(reasons, ["api_error"]);
+}
