@@ -59,6 +59,8 @@ struct Standin {
     webhook_url: std::sync::RwLock<Option<String>>,
     calls: AtomicU64,
     sent: AtomicU64,
+    /// Accepted messages per recipient (a double send shows as a count above 1).
+    per_recipient: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     http: reqwest::Client,
 }
 
@@ -146,6 +148,11 @@ async fn messages(
         );
     }
     let wa_id = to.trim_start_matches('+').to_owned();
+    *st.per_recipient
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(wa_id.clone())
+        .or_insert(0) += 1;
     let seq = st.sent.fetch_add(1, Ordering::SeqCst);
     let wamid = format!("wamid.STANDIN{seq:012}{}", &hex_of(&wa_id)[..8]);
     let target = st
@@ -258,6 +265,7 @@ pub async fn run(opts: StandinOptions) -> Result<()> {
         opts,
         calls: AtomicU64::new(0),
         sent: AtomicU64::new(0),
+        per_recipient: std::sync::Mutex::new(std::collections::HashMap::new()),
         http: reqwest::Client::new(),
     });
     let app = axum::Router::new()
@@ -265,7 +273,9 @@ pub async fn run(opts: StandinOptions) -> Result<()> {
         .route(
             "/stats",
             axum::routing::get(|State(st): State<Arc<Standin>>| async move {
-                Json(json!({"calls": st.calls.load(Ordering::SeqCst), "sent": st.sent.load(Ordering::SeqCst)}))
+                let per = st.per_recipient.lock().unwrap_or_else(|p| p.into_inner());
+                Json(json!({"calls": st.calls.load(Ordering::SeqCst), "sent": st.sent.load(Ordering::SeqCst),
+                    "recipients": per.len(), "max_per_recipient": per.values().max().copied().unwrap_or(0)}))
             }),
         )
         .route(

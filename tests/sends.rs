@@ -336,3 +336,48 @@ fn rate_limit_answers_are_retried_without_a_double_send() {
         .collect();
     assert_eq!(reasons, ["api_error"]);
 }
+
+#[test]
+fn sigkill_mid_send_and_restart_sends_nobody_twice() {
+    let sim = standin(&[]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let phones: Vec<String> = (0..60).map(|i| format!("+49151000002{i:02}")).collect();
+    let refs: Vec<&str> = phones.iter().map(String::as_str).collect();
+    let request_id = {
+        // 20 messages per second: the request takes about 3 s.
+        let mut s = Server::start(
+            dir.path(),
+            &[
+                ("CHATLAKE_WHATSAPP_API_URL", sim.base.as_str()),
+                ("CHATLAKE_WHATSAPP_TOKEN", "tok"),
+                ("CHATLAKE_WHATSAPP_PHONE_NUMBER_ID", "pn1"),
+                ("CHATLAKE_SENDER__PAIR_INTERVAL_MS", "0"),
+                ("CHATLAKE_SENDER__RATE_LIMIT_PER_S", "20"),
+                ("CHATLAKE_SUPPRESSIONS__REFRESH_INTERVAL_S", "0"),
+            ],
+        );
+        for p in &phones {
+            opt_in(&s, p);
+        }
+        let v = send(&s, &refs);
+        assert_eq!(v["queued"], 60, "{v}");
+        std::thread::sleep(Duration::from_millis(1200));
+        s.kill();
+        v["request_id"].as_str().expect("id").to_owned()
+    };
+    let before = standin_stats(&sim)["sent"].as_u64().expect("sent");
+    assert!(before > 0 && before < 60, "killed mid-send: {before} sent");
+    let s = start(dir.path(), &sim);
+    let done = wait_done(&s, &request_id);
+    let stats = standin_stats(&sim);
+    assert_eq!(
+        stats["max_per_recipient"], 1,
+        "a recipient got two messages: {stats}"
+    );
+    // At most one call can have been cut by the kill; it is `unknown`, never resent.
+    let sent = done["sent"].as_u64().expect("sent");
+    let unknown = done["unknown"].as_u64().expect("unknown");
+    assert!(unknown <= 1, "{done}");
+    assert_eq!(sent + unknown, 60, "{done}");
+    assert!(stats["sent"].as_u64().expect("n") <= 60);
+}
