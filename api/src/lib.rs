@@ -61,6 +61,8 @@ pub struct AppState {
     pub recent_sends: Mutex<HashMap<String, Vec<Ts>>>,
     /// Send requests whose worker runs.
     pub workers: Mutex<HashSet<String>>,
+    /// The send policy (`[sender]` quiet hours and zones).
+    pub policy: chatlake_send::policy::Policy,
     /// Recently seen `X-Shopify-Webhook-Id`s (redeliveries are answered, not landed).
     shopify_seen: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
@@ -100,6 +102,8 @@ impl AppState {
                 .map(|c| Arc::new(chatlake_send::cloud::CloudClient::new(c))),
             recent_sends: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashSet::new()),
+            // `chatlake serve` refuses a bad setting before this point.
+            policy: sender.policy().unwrap_or_default(),
             shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
         }
     }

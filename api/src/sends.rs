@@ -18,7 +18,7 @@ use chatlake_model::tables::{AssignmentEvent, SendEvent, SendSkipEvent};
 use chatlake_model::{Event, Ts, normalize_e164};
 use chatlake_send::cloud::{Message, SendOutcome, body as cloud_body};
 use chatlake_send::outbox::{Intent, SendSpec};
-use chatlake_send::policy::{Decision, Facts, Policy, QuietHoursMode, zone_of};
+use chatlake_send::policy::{Decision, Facts, QuietHoursMode};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -170,7 +170,7 @@ pub(crate) async fn post(
         Vec::new()
     };
     let list = crate::suppressions::current(&s).await?;
-    let policy = Policy::default();
+    let policy = s.policy.clone();
     let last_inbound = if category == "service" {
         last_inbound(&s, &phones).await?
     } else {
@@ -208,7 +208,7 @@ pub(crate) async fn post(
                 .get(&hash)
                 .map_or(0, |v| v.iter().filter(|t| now.0 - t.0 < cap_window).count())
                 as u64,
-            zone: zone_of(e164, chrono_tz::UTC),
+            zone: policy.zone(e164),
             last_inbound: last_inbound.get(&hash).copied(),
             quiet_hours: quiet,
         };

@@ -30,6 +30,15 @@ pub struct SendOptions {
     pub max_retries: u32,
     /// First retry backoff; doubles each retry, plus up to 50 % jitter.
     pub retry_base_ms: u64,
+    /// Quiet hours in the recipient's local time, `HH:MM` (start inclusive, end
+    /// exclusive; a start after the end spans midnight).
+    pub quiet_hours_start: String,
+    pub quiet_hours_end: String,
+    /// The zone of a number whose country calling code has no zone.
+    pub default_time_zone: String,
+    /// Zones by country calling code, overriding the built-in table
+    /// (e.g. `{"1" = "America/Los_Angeles"}`).
+    pub country_time_zones: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for SendOptions {
@@ -45,6 +54,10 @@ impl Default for SendOptions {
             pair_interval_ms: 6_000,
             max_retries: 5,
             retry_base_ms: 500,
+            quiet_hours_start: "21:00".to_owned(),
+            quiet_hours_end: "09:00".to_owned(),
+            default_time_zone: "UTC".to_owned(),
+            country_time_zones: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -65,6 +78,10 @@ impl fmt::Debug for SendOptions {
             .field("pair_interval_ms", &self.pair_interval_ms)
             .field("max_retries", &self.max_retries)
             .field("retry_base_ms", &self.retry_base_ms)
+            .field("quiet_hours_start", &self.quiet_hours_start)
+            .field("quiet_hours_end", &self.quiet_hours_end)
+            .field("default_time_zone", &self.default_time_zone)
+            .field("country_time_zones", &self.country_time_zones)
             .finish()
     }
 }
@@ -85,6 +102,31 @@ impl SendOptions {
             pair_interval: std::time::Duration::from_millis(self.pair_interval_ms),
             max_retries: self.max_retries,
             backoff_base: std::time::Duration::from_millis(self.retry_base_ms),
+        })
+    }
+}
+
+impl SendOptions {
+    /// The send policy these settings give, or a message naming the bad setting.
+    pub fn policy(&self) -> Result<crate::policy::Policy, String> {
+        let time = |field: &str, v: &str| {
+            chrono::NaiveTime::parse_from_str(v, "%H:%M")
+                .map_err(|_| format!("[sender] {field}: `{v}` is not HH:MM"))
+        };
+        let zone = |field: &str, v: &str| {
+            v.parse::<chrono_tz::Tz>()
+                .map_err(|_| format!("[sender] {field}: `{v}` is not an IANA time zone"))
+        };
+        let mut overrides = Vec::new();
+        for (code, z) in &self.country_time_zones {
+            overrides.push((code.clone(), zone("country_time_zones", z)?));
+        }
+        Ok(crate::policy::Policy {
+            quiet_start: time("quiet_hours_start", &self.quiet_hours_start)?,
+            quiet_end: time("quiet_hours_end", &self.quiet_hours_end)?,
+            default_zone: zone("default_time_zone", &self.default_time_zone)?,
+            zone_overrides: overrides,
+            ..crate::policy::Policy::default()
         })
     }
 }

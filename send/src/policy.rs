@@ -66,6 +66,10 @@ pub struct Policy {
     pub quiet_end: NaiveTime,
     pub frequency_cap: u64,
     pub service_window_s: i64,
+    /// Zone of a number whose calling code has none.
+    pub default_zone: Tz,
+    /// Zones by calling code, before the built-in table.
+    pub zone_overrides: Vec<(String, Tz)>,
 }
 
 impl Default for Policy {
@@ -75,6 +79,8 @@ impl Default for Policy {
             quiet_end: NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default(),
             frequency_cap: 4,
             service_window_s: 86_400,
+            default_zone: chrono_tz::UTC,
+            zone_overrides: Vec::new(),
         }
     }
 }
@@ -89,6 +95,20 @@ const MARKETING_SUPPRESSIONS: &[&str] = &[
 ];
 
 impl Policy {
+    /// The recipient's zone: an override of their calling code, else the built-in
+    /// table, else the default.
+    pub fn zone(&self, e164: &str) -> Tz {
+        let digits = e164.trim_start_matches('+');
+        for len in [3, 2, 1] {
+            if let Some(prefix) = digits.get(..len)
+                && let Some((_, z)) = self.zone_overrides.iter().find(|(c, _)| c == prefix)
+            {
+                return *z;
+            }
+        }
+        zone_of(e164, self.default_zone)
+    }
+
     /// The decision for one recipient.
     pub fn decide(&self, f: &Facts) -> Decision {
         let marketing = f.category == "marketing";
@@ -371,5 +391,20 @@ mod tests {
             chrono_tz::America::New_York
         );
         assert_eq!(zone_of("+999123", chrono_tz::UTC), chrono_tz::UTC);
+        let p = crate::SendOptions {
+            country_time_zones: [("1".to_owned(), "America/Los_Angeles".to_owned())].into(),
+            default_time_zone: "Asia/Tokyo".to_owned(),
+            ..crate::SendOptions::default()
+        }
+        .policy()
+        .expect("valid");
+        assert_eq!(p.zone("+16505551234"), chrono_tz::America::Los_Angeles);
+        assert_eq!(p.zone("+999123"), chrono_tz::Asia::Tokyo);
+        assert_eq!(p.zone("+4915112345678"), chrono_tz::Europe::Berlin);
+        let bad = crate::SendOptions {
+            quiet_hours_start: "9pm".to_owned(),
+            ..crate::SendOptions::default()
+        };
+        assert!(bad.policy().expect_err("bad").contains("quiet_hours_start"));
     }
 }
