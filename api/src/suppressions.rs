@@ -27,17 +27,20 @@ pub struct SuppressionList {
     /// The time the list was computed for.
     pub as_of: Option<Ts>,
     pub rows: Vec<Suppression>,
-    /// Reasons by phone hash, for the sender.
-    pub by_phone: HashMap<String, Vec<String>>,
+    /// Indices into `rows` by phone hash, for the sender's lookups.
+    pub by_phone: HashMap<String, Vec<usize>>,
 }
 
 impl SuppressionList {
     /// The reasons in effect for one recipient at `now` (rows whose `until` passed are
     /// not).
     pub fn reasons(&self, phone_hash: &str, now: Ts) -> Vec<&str> {
-        self.rows
-            .iter()
-            .filter(|r| r.phone_hash == phone_hash && r.until.is_none_or(|u| u > now))
+        self.by_phone
+            .get(phone_hash)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.rows.get(i))
+            .filter(|r| r.until.is_none_or(|u| u > now))
             .map(|r| r.reason.as_str())
             .collect()
     }
@@ -82,12 +85,9 @@ pub async fn refresh(s: &AppState, now: Ts) -> ApiResult<Arc<SuppressionList>> {
         }
     }
     rows.sort();
-    let mut by_phone: HashMap<String, Vec<String>> = HashMap::new();
-    for r in &rows {
-        by_phone
-            .entry(r.phone_hash.clone())
-            .or_default()
-            .push(r.reason.clone());
+    let mut by_phone: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        by_phone.entry(r.phone_hash.clone()).or_default().push(i);
     }
     let list = Arc::new(SuppressionList {
         as_of: Some(now),
