@@ -1,6 +1,7 @@
 //! `chatlake bench ingest`: signed single-status WhatsApp webhooks over loopback with
 //! keep-alive from concurrent connections, against the real server and, in the same run,
 //! a bare axum handler that answers 200. Prints rate, p50/p99 latency, RSS and the ratio.
+//! `bench metrics` and `bench experiment` are in their own modules.
 
 use crate::config::Config;
 use anyhow::{Context, Result, bail};
@@ -33,9 +34,13 @@ pub enum Which {
     /// The full metric set with DataFusion vs the same SQL in DuckDB, and partition
     /// pruning (one day in a 30-day vs a 180-day lake).
     Metrics(crate::bench_metrics::MetricsArgs),
+    /// An experiment's results (`GET /v1/experiments/{id}/results`) over a generated
+    /// lake of a million assigned units, vs the same SQL in DuckDB.
+    Experiment(crate::bench_experiment::ExperimentBench),
 }
 
-fn rss_kib(field: &str) -> u64 {
+/// A `/proc/self/status` memory field (`VmRSS:`, `VmHWM:`), KiB.
+pub(crate) fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -183,6 +188,7 @@ pub async fn run(which: Which) -> Result<()> {
             breakdown,
         } => ingest(seconds, concurrency, rounds, breakdown).await,
         Which::Metrics(args) => crate::bench_metrics::run(args).await,
+        Which::Experiment(args) => crate::bench_experiment::run(args).await,
     }
 }
 

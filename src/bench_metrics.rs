@@ -14,21 +14,22 @@ use chatlake_sql::{Engine, LakeLocation, MetricsRequest, SqlOptions};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const DAY_US: i64 = 86_400_000_000;
-const START_S: i64 = 1_767_225_600; // 2026-01-01
+pub(crate) const DAY_US: i64 = 86_400_000_000;
+pub(crate) const START_S: i64 = 1_767_225_600; // 2026-01-01
 
-struct Rng(u64);
+/// xorshift64: fast, deterministic, good enough for synthetic data.
+pub(crate) struct Rng(pub(crate) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }
@@ -258,7 +259,8 @@ fn requests(from: Option<&str>, to: Option<&str>) -> Result<Vec<MetricsRequest>>
     ])
 }
 
-fn peak_rss_mib() -> f64 {
+/// Peak resident memory of this process (VmHWM), MiB.
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -270,12 +272,13 @@ fn peak_rss_mib() -> f64 {
         / 1024.0
 }
 
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     // Linux: writing 5 resets VmHWM to the current RSS.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn python(explicit: Option<PathBuf>) -> Result<PathBuf> {
+/// The Python with duckdb: `explicit`, else CHATLAKE_PYTHON, else `.venv/bin/python`.
+pub(crate) fn python(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = explicit.or_else(|| std::env::var_os("CHATLAKE_PYTHON").map(PathBuf::from)) {
         return Ok(p);
     }
@@ -307,9 +310,28 @@ fn duckdb_seconds(
     for r in reqs {
         queries.extend(engine.metric_queries(r)?);
     }
+    duckdb_run(
+        py,
+        lake,
+        &engine.definitions_sql(),
+        &queries,
+        memory_limit_bytes,
+    )
+}
+
+/// Defines `definitions` (name, SQL) as views in DuckDB over the lake's files, runs
+/// `queries` (`bench/duckdb_metrics.py`) and returns DuckDB's own timing of the queries
+/// alone and the rows of their results.
+pub(crate) fn duckdb_run(
+    py: &Path,
+    lake: &Path,
+    definitions: &[(String, String)],
+    queries: &[String],
+    memory_limit_bytes: usize,
+) -> Result<(f64, usize)> {
     let spec = serde_json::json!({
         "lake": lake,
-        "definitions": engine.definitions_sql(),
+        "definitions": definitions,
         "queries": queries,
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         "memory_limit_bytes": memory_limit_bytes,

@@ -1,6 +1,7 @@
 //! The `chatlake` binary: `serve`, `sql`, `compact`, `bench`. Configuration in [`config`].
 
 mod bench;
+mod bench_experiment;
 mod bench_metrics;
 mod config;
 mod standin;

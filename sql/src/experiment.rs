@@ -92,6 +92,30 @@ impl Engine {
         Ok(sql)
     }
 
+    /// The one statement behind [`Engine::experiment_stats`] once the currency is known:
+    /// per arm n, the other-currency orders and, per metric, Σy, Σy², Σx, Σx², Σxy over
+    /// [`Engine::experiment_units_sql`] (for running the same SQL elsewhere).
+    pub fn experiment_stats_sql(&self, q: &ExperimentQuery) -> Result<String> {
+        let units = self.experiment_units_sql(q)?;
+        let mut select = vec![
+            "arm".to_owned(),
+            "COUNT(*) AS n".to_owned(),
+            "SUM(other_currency_orders) AS other_currency_orders".to_owned(),
+        ];
+        for (m, _) in UNIT_METRICS {
+            let (y, x) = (format!("\"{m}\""), format!("x_{m}"));
+            select.push(format!("SUM({y}) AS \"{m}__y\""));
+            select.push(format!("SUM({y} * {y}) AS \"{m}__y2\""));
+            select.push(format!("SUM({x}) AS \"{m}__x\""));
+            select.push(format!("SUM({x} * {x}) AS \"{m}__x2\""));
+            select.push(format!("SUM({y} * {x}) AS \"{m}__xy\""));
+        }
+        Ok(format!(
+            "WITH u AS ({units}) SELECT {} FROM u GROUP BY arm ORDER BY arm",
+            select.join(", ")
+        ))
+    }
+
     /// The sufficient statistics per arm of an experiment, within the query time limit.
     pub async fn experiment_stats(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
         let timeout = std::time::Duration::from_millis(self.options.query_timeout_ms);
@@ -122,24 +146,7 @@ impl Engine {
         if q.currency.is_none() {
             q.currency = self.majority_currency(&q, &run).await?;
         }
-        let units = self.experiment_units_sql(&q)?;
-        let mut select = vec![
-            "arm".to_owned(),
-            "COUNT(*) AS n".to_owned(),
-            "SUM(other_currency_orders) AS other_currency_orders".to_owned(),
-        ];
-        for (m, _) in UNIT_METRICS {
-            let (y, x) = (format!("\"{m}\""), format!("x_{m}"));
-            select.push(format!("SUM({y}) AS \"{m}__y\""));
-            select.push(format!("SUM({y} * {y}) AS \"{m}__y2\""));
-            select.push(format!("SUM({x}) AS \"{m}__x\""));
-            select.push(format!("SUM({x} * {x}) AS \"{m}__x2\""));
-            select.push(format!("SUM({y} * {x}) AS \"{m}__xy\""));
-        }
-        let sql = format!(
-            "WITH u AS ({units}) SELECT {} FROM u GROUP BY arm ORDER BY arm",
-            select.join(", ")
-        );
+        let sql = self.experiment_stats_sql(&q)?;
         let batches = run(sql).await?;
         let mut arms = Vec::new();
         let mut other = 0u64;
