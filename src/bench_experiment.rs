@@ -749,7 +749,12 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         window_s: u64::from(e.window_days) * 86_400,
         currency: e.currency.clone(),
     };
-    let duck_sql = vec![engine.experiment_stats_sql(&q)?];
+    // DuckDB names the aggregate form of `first_value` `first`; nothing else differs.
+    let duck_sql = vec![
+        engine
+            .experiment_stats_sql(&q)?
+            .replace("first_value(", "first("),
+    ];
     let definitions = engine.definitions_sql();
     let metrics: Vec<&str> = UNIT_METRICS.iter().map(|(m, _)| *m).collect();
     println!(
@@ -809,7 +814,7 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         ("duckdb, the same statement", &t_duck),
     ] {
         let (b, m) = best_median(v);
-        println!("{name:<37} {b:>8.3} {m:>10.3}");
+        println!("{name:<37} {b:>8.4} {m:>10.4}");
     }
     let ((sb, sm), (db, dm)) = (best_median(&t_stats), best_median(&t_duck));
     println!(

@@ -8,119 +8,158 @@
 -- covariates count every message to the unit, of any campaign. `converted`, `revenue`
 -- and `opted_out` need no message. `revenue` sums the orders in ${currency}; orders in
 -- other currencies are counted in `other_currency_orders` (the result's notes).
+--
+-- Written for speed (`chatlake bench experiment`, BENCHMARKS.md), with the results of
+-- the plain formulation over the v_ views:
+-- * The dedupe rules of the v_ views are applied here as GROUP BY key with
+--   first_value(col ORDER BY <the view's order>) — a hash aggregate, where the views'
+--   ROW_NUMBER() windows sort everything and cost DataFusion ~6 µs a row. Keep them in
+--   step with sql/views/. Statuses need only the earliest ts per (message_id, status),
+--   which is v_statuses' winner. A boolean inside first_value is slow in DataFusion 55
+--   (no groups accumulator), so flags go through 0/1 integers. DuckDB names the
+--   aggregate `first`. Only when two copies tie on the view's order (then the view
+--   keeps an arbitrary one) may the columns here come from different tied copies.
+-- * Every outcome becomes one row of `ev` (phone_hash, kind k, of_exp, ts, amount), the
+--   units are joined to it once, and one GROUP BY per unit ORs the outcome bits of
+--   `flags` (window bits 1..32, pre-period bits 64..2048; a read is also a delivery).
+-- * A message-keyed outcome (status, click, reply credit) is joined to the units'
+--   messages `ms` once, in `mev`. `Engine::experiment_stats` computes `a` and `ms` once
+--   into memory (experiment.rs `MATERIALISED`); DataFusion would inline them at each
+--   reference.
 WITH a AS (
-  SELECT phone_hash, arm, ts AS t0,
-         ts + INTERVAL '${window_s} seconds' AS t1,
-         ts - INTERVAL '${pre_window_s} seconds' AS tp
-  FROM v_assignments
+  SELECT phone_hash,
+         first_value(arm ORDER BY received_at, ts) AS arm,
+         first_value(ts ORDER BY received_at, ts) AS t0
+  FROM assignments
   WHERE experiment_id = ${experiment_id}
+  GROUP BY phone_hash
 ),
 ms AS (
-  SELECT s.message_id, s.ts, s.phone_hash,
-         COALESCE(s.experiment_id = ${experiment_id}, false) AS of_exp
-  FROM v_sends s
-  WHERE s.phone_hash IN (SELECT phone_hash FROM a)
-),
-st AS (
-  SELECT ms.phone_hash, ms.of_exp, v.status, v.ts
-  FROM v_statuses v JOIN ms ON ms.message_id = v.message_id
-  WHERE v.status IN ('delivered', 'read')
-),
-st_u AS (
-  SELECT a.phone_hash,
-         MAX(CASE WHEN st.of_exp AND st.ts >= a.t0 AND st.ts < a.t1 THEN 1.0 ELSE 0.0 END) AS delivered,
-         MAX(CASE WHEN st.of_exp AND st.status = 'read' AND st.ts >= a.t0 AND st.ts < a.t1 THEN 1.0 ELSE 0.0 END) AS is_read,
-         MAX(CASE WHEN st.ts >= a.tp AND st.ts < a.t0 THEN 1.0 ELSE 0.0 END) AS x_delivered,
-         MAX(CASE WHEN st.status = 'read' AND st.ts >= a.tp AND st.ts < a.t0 THEN 1.0 ELSE 0.0 END) AS x_read
-  FROM a JOIN st ON st.phone_hash = a.phone_hash
-  GROUP BY a.phone_hash
-),
-cl_u AS (
-  SELECT a.phone_hash,
-         MAX(CASE WHEN ms.of_exp AND c.ts >= a.t0 AND c.ts < a.t1 THEN 1.0 ELSE 0.0 END) AS clicked,
-         MAX(CASE WHEN c.ts >= a.tp AND c.ts < a.t0 THEN 1.0 ELSE 0.0 END) AS x_clicked
-  FROM v_clicks c
-  JOIN ms ON ms.message_id = c.message_id
-  JOIN a ON a.phone_hash = ms.phone_hash
-  GROUP BY a.phone_hash
+  SELECT * FROM (
+    SELECT message_id,
+           first_value(ts ORDER BY received_at, ts) AS ts,
+           first_value(phone_hash ORDER BY received_at, ts) AS phone_hash,
+           first_value(CASE WHEN experiment_id = ${experiment_id} THEN 1 ELSE 0 END ORDER BY received_at, ts) = 1 AS of_exp
+    FROM sends
+    GROUP BY message_id
+  ) s WHERE s.phone_hash IN (SELECT a.phone_hash FROM a)
 ),
 inb AS (
-  SELECT message_id AS inbound_id, ts, phone_hash, context_message_id
-  FROM v_inbound
-  WHERE intent <> 'stop' AND phone_hash IN (SELECT phone_hash FROM a)
+  SELECT message_id AS inbound_id,
+         first_value(ts ORDER BY received_at, ts) AS ts,
+         first_value(phone_hash ORDER BY received_at, ts) AS phone_hash,
+         first_value(context_message_id ORDER BY received_at, ts) AS context_message_id,
+         first_value(intent ORDER BY received_at, ts) AS intent
+  FROM inbound
+  GROUP BY message_id
+),
+replies AS (
+  SELECT i.* FROM inb i WHERE i.intent <> 'stop' AND i.phone_hash IN (SELECT a.phone_hash FROM a)
 ),
 quoted AS (
-  SELECT i.inbound_id, i.ts AS i_ts, s.message_id
-  FROM inb i JOIN v_sends s ON s.message_id = i.context_message_id
+  SELECT r.inbound_id, r.ts AS i_ts, r.context_message_id AS message_id
+  FROM replies r
+  WHERE r.context_message_id IN (SELECT sends.message_id FROM sends)
 ),
 latest AS (
   SELECT inbound_id, i_ts, message_id, s_ts FROM (
-    SELECT i.inbound_id, i.ts AS i_ts, ms.message_id, ms.ts AS s_ts,
-           ROW_NUMBER() OVER (PARTITION BY i.inbound_id ORDER BY ms.ts DESC, ms.message_id DESC) AS rn
-    FROM inb i
-    JOIN ms ON ms.phone_hash = i.phone_hash
-           AND ms.ts <= i.ts
-           AND ms.ts >= i.ts - INTERVAL '${reply_window_s} seconds'
-    WHERE NOT EXISTS (SELECT 1 FROM quoted q WHERE q.inbound_id = i.inbound_id)
+    SELECT r.inbound_id, r.ts AS i_ts, ms.message_id, ms.ts AS s_ts,
+           ROW_NUMBER() OVER (PARTITION BY r.inbound_id ORDER BY ms.ts DESC, ms.message_id DESC) AS rn
+    FROM replies r
+    JOIN ms ON ms.phone_hash = r.phone_hash
+           AND ms.ts <= r.ts
+           AND ms.ts >= r.ts - INTERVAL '${reply_window_s} seconds'
+    WHERE NOT EXISTS (SELECT 1 FROM quoted q WHERE q.inbound_id = r.inbound_id)
   ) WHERE rn = 1
 ),
-credits AS (
-  SELECT message_id, i_ts FROM quoted
+mev AS (
+  SELECT message_id, CASE WHEN status = 'read' THEN 2 ELSE 1 END AS k, MIN(ts) AS ts
+  FROM statuses
+  WHERE status IN ('delivered', 'read')
+  GROUP BY message_id, status
   UNION ALL
-  SELECT message_id, i_ts FROM latest WHERE i_ts > s_ts
-),
-re_u AS (
-  SELECT a.phone_hash,
-         MAX(CASE WHEN ms.of_exp AND r.i_ts >= a.t0 AND r.i_ts < a.t1 THEN 1.0 ELSE 0.0 END) AS replied,
-         MAX(CASE WHEN r.i_ts >= a.tp AND r.i_ts < a.t0 THEN 1.0 ELSE 0.0 END) AS x_replied
-  FROM credits r
-  JOIN ms ON ms.message_id = r.message_id
-  JOIN a ON a.phone_hash = ms.phone_hash
-  GROUP BY a.phone_hash
-),
-o_u AS (
-  SELECT a.phone_hash,
-         MAX(CASE WHEN o.ts >= a.t0 AND o.ts < a.t1 THEN 1.0 ELSE 0.0 END) AS converted,
-         SUM(CASE WHEN o.ts >= a.t0 AND o.ts < a.t1 AND o.currency = ${currency} THEN o.total ELSE 0.0 END) AS revenue,
-         SUM(CASE WHEN o.ts >= a.t0 AND o.ts < a.t1 AND o.currency <> ${currency} THEN 1 ELSE 0 END) AS other_currency_orders,
-         MAX(CASE WHEN o.ts >= a.tp AND o.ts < a.t0 THEN 1.0 ELSE 0.0 END) AS x_converted,
-         SUM(CASE WHEN o.ts >= a.tp AND o.ts < a.t0 AND o.currency = ${currency} THEN o.total ELSE 0.0 END) AS x_revenue
-  FROM v_orders o JOIN a ON a.phone_hash = o.phone_hash
-  WHERE NOT o.test AND NOT o.cancelled
-  GROUP BY a.phone_hash
-),
-opt AS (
-  SELECT phone_hash, ts FROM v_consent
-  WHERE action = 'opt_out' AND scope IN ('marketing', 'all')
+  SELECT message_id, 3 AS k, ts FROM (
+    SELECT click_id,
+           first_value(message_id ORDER BY received_at, ts) AS message_id,
+           first_value(ts ORDER BY received_at, ts) AS ts
+    FROM clicks
+    GROUP BY click_id
+  )
   UNION ALL
-  SELECT phone_hash, ts FROM v_inbound WHERE intent = 'stop'
+  SELECT message_id, 4 AS k, i_ts AS ts FROM quoted
+  UNION ALL
+  SELECT message_id, 4 AS k, i_ts AS ts FROM latest WHERE i_ts > s_ts
 ),
-oo_u AS (
-  SELECT a.phone_hash,
-         MAX(CASE WHEN opt.ts >= a.t0 AND opt.ts < a.t1 THEN 1.0 ELSE 0.0 END) AS opted_out,
-         MAX(CASE WHEN opt.ts >= a.tp AND opt.ts < a.t0 THEN 1.0 ELSE 0.0 END) AS x_opted_out
-  FROM opt JOIN a ON a.phone_hash = opt.phone_hash
-  GROUP BY a.phone_hash
+o AS (
+  SELECT * FROM (
+    SELECT order_id,
+           first_value(ts ORDER BY COALESCE(updated_at, received_at) DESC, received_at DESC) AS ts,
+           first_value(phone_hash ORDER BY COALESCE(updated_at, received_at) DESC, received_at DESC) AS phone_hash,
+           first_value(total ORDER BY COALESCE(updated_at, received_at) DESC, received_at DESC) AS total,
+           first_value(currency ORDER BY COALESCE(updated_at, received_at) DESC, received_at DESC) AS currency,
+           first_value(CASE WHEN test OR cancelled THEN 1 ELSE 0 END ORDER BY COALESCE(updated_at, received_at) DESC, received_at DESC) AS excluded
+    FROM orders
+    GROUP BY order_id
+  ) WHERE excluded = 0
+),
+ev AS (
+  SELECT ms.phone_hash, mev.k, ms.of_exp, mev.ts, 0.0 AS total, CAST(NULL AS VARCHAR) AS currency
+  FROM mev JOIN ms ON ms.message_id = mev.message_id
+  UNION ALL
+  SELECT phone_hash, 5 AS k, false AS of_exp, ts, total, currency FROM o
+  UNION ALL
+  SELECT phone_hash, 6 AS k, false AS of_exp, ts, 0.0 AS total, CAST(NULL AS VARCHAR) AS currency FROM (
+    SELECT event_id,
+           first_value(phone_hash ORDER BY received_at, ts) AS phone_hash,
+           first_value(ts ORDER BY received_at, ts) AS ts,
+           first_value(CASE WHEN action = 'opt_out' AND scope IN ('marketing', 'all') THEN 1 ELSE 0 END ORDER BY received_at, ts) AS is_opt_out
+    FROM consent
+    GROUP BY event_id
+  ) WHERE is_opt_out = 1
+  UNION ALL
+  SELECT phone_hash, 6 AS k, false AS of_exp, ts, 0.0 AS total, CAST(NULL AS VARCHAR) AS currency
+  FROM inb WHERE intent = 'stop'
+),
+u AS (
+  SELECT a.phone_hash, a.arm, a.t0, ev.k, ev.total, ev.currency,
+         CASE
+           WHEN ev.ts >= a.t0 AND ev.ts < a.t0 + INTERVAL '${window_s} seconds' THEN
+             CASE ev.k
+               WHEN 1 THEN CASE WHEN ev.of_exp THEN 1 ELSE 0 END
+               WHEN 2 THEN CASE WHEN ev.of_exp THEN 3 ELSE 0 END
+               WHEN 3 THEN CASE WHEN ev.of_exp THEN 4 ELSE 0 END
+               WHEN 4 THEN CASE WHEN ev.of_exp THEN 8 ELSE 0 END
+               WHEN 5 THEN 16
+               ELSE 32
+             END
+           WHEN ev.ts >= a.t0 - INTERVAL '${pre_window_s} seconds' AND ev.ts < a.t0 THEN
+             CASE ev.k WHEN 1 THEN 64 WHEN 2 THEN 192 WHEN 3 THEN 256 WHEN 4 THEN 512 WHEN 5 THEN 1024 ELSE 2048 END
+           ELSE 0
+         END AS flags
+  FROM a LEFT JOIN ev ON ev.phone_hash = a.phone_hash
+),
+f AS (
+  SELECT phone_hash, MIN(arm) AS arm, MIN(t0) AS t0, bit_or(flags) AS flags,
+         SUM(CASE WHEN flags = 16 AND currency = ${currency} THEN total ELSE 0.0 END) AS revenue,
+         SUM(CASE WHEN flags = 1024 AND currency = ${currency} THEN total ELSE 0.0 END) AS x_revenue,
+         SUM(CASE WHEN flags = 16 AND currency <> ${currency} THEN 1 ELSE 0 END) AS other_currency_orders
+  FROM u
+  GROUP BY phone_hash
 )
-SELECT a.phone_hash, a.arm, a.t0 AS assigned_at,
-       COALESCE(st_u.delivered, 0.0) AS delivered,
-       COALESCE(st_u.is_read, 0.0) AS "read",
-       COALESCE(cl_u.clicked, 0.0) AS clicked,
-       COALESCE(re_u.replied, 0.0) AS replied,
-       COALESCE(o_u.converted, 0.0) AS converted,
-       COALESCE(o_u.revenue, 0.0) AS revenue,
-       COALESCE(oo_u.opted_out, 0.0) AS opted_out,
-       COALESCE(st_u.x_delivered, 0.0) AS x_delivered,
-       COALESCE(st_u.x_read, 0.0) AS x_read,
-       COALESCE(cl_u.x_clicked, 0.0) AS x_clicked,
-       COALESCE(re_u.x_replied, 0.0) AS x_replied,
-       COALESCE(o_u.x_converted, 0.0) AS x_converted,
-       COALESCE(o_u.x_revenue, 0.0) AS x_revenue,
-       COALESCE(oo_u.x_opted_out, 0.0) AS x_opted_out,
-       COALESCE(o_u.other_currency_orders, 0) AS other_currency_orders
-FROM a
-LEFT JOIN st_u ON st_u.phone_hash = a.phone_hash
-LEFT JOIN cl_u ON cl_u.phone_hash = a.phone_hash
-LEFT JOIN re_u ON re_u.phone_hash = a.phone_hash
-LEFT JOIN o_u ON o_u.phone_hash = a.phone_hash
-LEFT JOIN oo_u ON oo_u.phone_hash = a.phone_hash
+SELECT phone_hash, arm, t0 AS assigned_at,
+       CASE WHEN flags & 1 <> 0 THEN 1.0 ELSE 0.0 END AS delivered,
+       CASE WHEN flags & 2 <> 0 THEN 1.0 ELSE 0.0 END AS "read",
+       CASE WHEN flags & 4 <> 0 THEN 1.0 ELSE 0.0 END AS clicked,
+       CASE WHEN flags & 8 <> 0 THEN 1.0 ELSE 0.0 END AS replied,
+       CASE WHEN flags & 16 <> 0 THEN 1.0 ELSE 0.0 END AS converted,
+       revenue,
+       CASE WHEN flags & 32 <> 0 THEN 1.0 ELSE 0.0 END AS opted_out,
+       CASE WHEN flags & 64 <> 0 THEN 1.0 ELSE 0.0 END AS x_delivered,
+       CASE WHEN flags & 128 <> 0 THEN 1.0 ELSE 0.0 END AS x_read,
+       CASE WHEN flags & 256 <> 0 THEN 1.0 ELSE 0.0 END AS x_clicked,
+       CASE WHEN flags & 512 <> 0 THEN 1.0 ELSE 0.0 END AS x_replied,
+       CASE WHEN flags & 1024 <> 0 THEN 1.0 ELSE 0.0 END AS x_converted,
+       x_revenue,
+       CASE WHEN flags & 2048 <> 0 THEN 1.0 ELSE 0.0 END AS x_opted_out,
+       other_currency_orders
+FROM f

@@ -7,8 +7,10 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::json::cell;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::datasource::MemTable;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The unit metrics of EXPERIMENTS.md, and whether each is binary (0/1).
 pub const UNIT_METRICS: &[(&str, bool)] = &[
@@ -96,24 +98,7 @@ impl Engine {
     /// per arm n, the other-currency orders and, per metric, Σy, Σy², Σx, Σx², Σxy over
     /// [`Engine::experiment_units_sql`] (for running the same SQL elsewhere).
     pub fn experiment_stats_sql(&self, q: &ExperimentQuery) -> Result<String> {
-        let units = self.experiment_units_sql(q)?;
-        let mut select = vec![
-            "arm".to_owned(),
-            "COUNT(*) AS n".to_owned(),
-            "SUM(other_currency_orders) AS other_currency_orders".to_owned(),
-        ];
-        for (m, _) in UNIT_METRICS {
-            let (y, x) = (format!("\"{m}\""), format!("x_{m}"));
-            select.push(format!("SUM({y}) AS \"{m}__y\""));
-            select.push(format!("SUM({y} * {y}) AS \"{m}__y2\""));
-            select.push(format!("SUM({x}) AS \"{m}__x\""));
-            select.push(format!("SUM({x} * {x}) AS \"{m}__x2\""));
-            select.push(format!("SUM({y} * {x}) AS \"{m}__xy\""));
-        }
-        Ok(format!(
-            "WITH u AS ({units}) SELECT {} FROM u GROUP BY arm ORDER BY arm",
-            select.join(", ")
-        ))
+        Ok(stats_over(&self.experiment_units_sql(q)?))
     }
 
     /// The sufficient statistics per arm of an experiment, within the query time limit.
@@ -128,7 +113,7 @@ impl Engine {
     }
 
     async fn experiment_stats_inner(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
-        let (ctx, _kept) = self.prepared(None, None, &[], &[]).await?;
+        let (ctx, kept) = self.prepared(None, None, &[], &[]).await?;
         let run = |sql: String| {
             let ctx = ctx.clone();
             let options = self.options.clone();
@@ -146,8 +131,27 @@ impl Engine {
         if q.currency.is_none() {
             q.currency = self.majority_currency(&q, &run).await?;
         }
-        let sql = self.experiment_stats_sql(&q)?;
-        let batches = run(sql).await?;
+        // The CTEs read several times are computed once into memory (DataFusion inlines
+        // a CTE at every reference), reserved in the pool like `prepared`'s views.
+        let (stages, rest) = split_ctes(&self.experiment_units_sql(&q)?, MATERIALISED)?;
+        for (name, sql) in stages {
+            let err = |e| crate::query::map_df_error(e, &self.options);
+            let df = ctx.sql(&sql).await.map_err(err)?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await.map_err(err)?;
+            let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+            let table: Arc<dyn datafusion::catalog::TableProvider> = if kept.size() + bytes
+                > self.options.memory_limit_bytes / 2
+                || kept.try_grow(bytes).is_err()
+            {
+                drop(batches);
+                ctx.sql(&sql).await.map_err(err)?.into_view()
+            } else {
+                Arc::new(MemTable::try_new(schema, vec![batches]).map_err(err)?)
+            };
+            ctx.register_table(name.as_str(), table).map_err(err)?;
+        }
+        let batches = run(stats_over(&rest)).await?;
         let mut arms = Vec::new();
         let mut other = 0u64;
         for b in &batches {
@@ -200,6 +204,75 @@ impl Engine {
     }
 }
 
+/// The CTEs of `experiment_units.sql` that [`Engine::experiment_stats`] computes once:
+/// the units (read by the messages, the replies and the final join) and their messages
+/// (read by the message outcomes and the reply rule).
+const MATERIALISED: &[&str] = &["a", "ms"];
+
+/// The per-arm sums over a unit relation.
+fn stats_over(units: &str) -> String {
+    let mut select = vec![
+        "arm".to_owned(),
+        "COUNT(*) AS n".to_owned(),
+        "SUM(other_currency_orders) AS other_currency_orders".to_owned(),
+    ];
+    for (m, _) in UNIT_METRICS {
+        let (y, x) = (format!("\"{m}\""), format!("x_{m}"));
+        select.push(format!("SUM({y}) AS \"{m}__y\""));
+        select.push(format!("SUM({y} * {y}) AS \"{m}__y2\""));
+        select.push(format!("SUM({x}) AS \"{m}__x\""));
+        select.push(format!("SUM({x} * {x}) AS \"{m}__x2\""));
+        select.push(format!("SUM({y} * {x}) AS \"{m}__xy\""));
+    }
+    format!(
+        "WITH u AS ({units}) SELECT {} FROM u GROUP BY arm ORDER BY arm",
+        select.join(", ")
+    )
+}
+
+/// Splits a `WITH` statement into a query per CTE named in `names` (with the CTEs
+/// before it) and the statement without those CTEs, which then reads them as tables.
+fn split_ctes(sql: &str, names: &[&str]) -> Result<(Vec<(String, String)>, String)> {
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let broken = |message: String| Error::Definition {
+        name: "experiment_units".into(),
+        message,
+    };
+    let mut statements =
+        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| broken(e.to_string()))?;
+    let (Some(Statement::Query(mut query)), true) = (statements.pop(), statements.is_empty())
+    else {
+        return Err(broken("is not one query".into()));
+    };
+    let Some(with) = query.with.as_mut() else {
+        return Ok((Vec::new(), sql.to_owned()));
+    };
+    let mut stages = Vec::new();
+    let mut kept = Vec::new();
+    for cte in std::mem::take(&mut with.cte_tables) {
+        let name = cte.alias.name.value.clone();
+        if names.contains(&name.as_str()) {
+            let before: Vec<String> = kept.iter().map(ToString::to_string).collect();
+            let sql = if before.is_empty() {
+                cte.query.to_string()
+            } else {
+                format!("WITH {} {}", before.join(", "), cte.query)
+            };
+            stages.push((name, sql));
+        } else {
+            kept.push(cte);
+        }
+    }
+    if kept.is_empty() {
+        query.with = None;
+    } else {
+        with.cte_tables = kept;
+    }
+    Ok((stages, query.to_string()))
+}
+
 type ArmRow = (Option<String>, (u64, BTreeMap<String, Moments>), u64);
 
 fn arm_row(b: &RecordBatch, row: usize) -> ArmRow {
@@ -228,4 +301,31 @@ fn arm_row(b: &RecordBatch, row: usize) -> ArmRow {
         );
     }
     (arm, (n, metrics), other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_ctes_computes_the_named_ones_first() -> Result<()> {
+        let sql = "WITH a AS (SELECT 1 AS x), b AS (SELECT x FROM a), c AS (SELECT x FROM b) \
+                   SELECT * FROM c JOIN b ON b.x = c.x";
+        let (stages, rest) = split_ctes(sql, &["b"])?;
+        assert_eq!(
+            stages,
+            vec![(
+                "b".to_owned(),
+                "WITH a AS (SELECT 1 AS x) SELECT x FROM a".to_owned()
+            )]
+        );
+        assert_eq!(
+            rest,
+            "WITH a AS (SELECT 1 AS x), c AS (SELECT x FROM b) SELECT * FROM c JOIN b ON b.x = c.x"
+        );
+        let (stages, rest) = split_ctes(sql, &["a", "b", "c"])?;
+        assert_eq!(stages.len(), 3);
+        assert_eq!(rest, "SELECT * FROM c JOIN b ON b.x = c.x");
+        Ok(())
+    }
 }
