@@ -14,15 +14,12 @@ use anyhow::{Context, Result};
 use chatlake_ingest::lake::{encode_parquet, writer_properties};
 use chatlake_model::Ts;
 use chatlake_model::experiment::{Arm, Experiment, ExperimentSpec};
-use chatlake_model::stats::{self, AnalysisRequest, ArmInput, CupedArm, MetricKind, MetricSummary};
 use chatlake_model::tables::{
     AssignmentEvent, CartEvent, CaseEvent, ClickEvent, ConsentEvent, InboundEvent, OrderEvent,
     SendEvent, StatusEvent,
 };
 use chatlake_sql::experiment::{ExperimentQuery, ExperimentStats, UNIT_METRICS};
 use chatlake_sql::{Engine, LakeLocation, SqlOptions};
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -589,129 +586,16 @@ fn lake(base: &Path, e: &Experiment, units: u64) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn kind_of(binary: bool) -> MetricKind {
-    if binary {
-        MetricKind::Proportion
-    } else {
-        MetricKind::Continuous
-    }
-}
-
-/// What `GET /v1/experiments/{id}/results` does with the sums (api/src/experiments.rs
-/// `results`, default `alpha` and `min_n`): summaries per defined arm, CUPED when asked,
-/// [`stats::analyse`], the extra fields, and the JSON text.
+/// What `GET /v1/experiments/{id}/results` answers for these sums (default `alpha` and
+/// `min_n`), as JSON text.
 fn results_json(e: &Experiment, stats: &ExperimentStats, cuped: bool) -> Result<String> {
-    let mut notes = Vec::new();
-    let stray: u64 = stats
-        .arms
-        .iter()
-        .filter(|a| !e.arms.iter().any(|d| d.name == a.arm))
-        .map(|a| a.n)
-        .sum();
-    if stray > 0 {
-        notes.push(format!(
-            "{stray} assigned units name arms the definition does not have; they are left out"
-        ));
-    }
-    if stats.other_currency_orders > 0 {
-        notes.push(format!(
-            "{} orders in a currency other than {} are left out of revenue",
-            stats.other_currency_orders,
-            stats.currency.as_deref().unwrap_or("the experiment's")
-        ));
-    }
-    let sums = |arm: &str| stats.arms.iter().find(|a| a.arm == arm);
-    let moments = |arm: &str, m: &str| {
-        sums(arm)
-            .and_then(|a| a.metrics.get(m))
-            .copied()
-            .unwrap_or_default()
+    let o = chatlake_api::experiments::ResultOptions {
+        cuped,
+        ..Default::default()
     };
-    let n_of = |arm: &str| sums(arm).map_or(0, |a| a.n);
-    let mut arms: Vec<ArmInput> = e
-        .arms
-        .iter()
-        .map(|d| {
-            let n = n_of(&d.name);
-            let metrics = UNIT_METRICS
-                .iter()
-                .map(|(m, binary)| {
-                    let mo = moments(&d.name, m);
-                    let s = if *binary {
-                        MetricSummary::proportion_from_sums(n, mo.sum_y)
-                    } else {
-                        MetricSummary::continuous_from_sums(n, mo.sum_y, mo.sum_y2)
-                    };
-                    ((*m).to_owned(), s)
-                })
-                .collect();
-            ArmInput {
-                name: d.name.clone(),
-                n,
-                metrics,
-            }
-        })
-        .collect();
-    let mut cuped_out = serde_json::Map::new();
-    if cuped {
-        for (m, binary) in UNIT_METRICS {
-            let input: Vec<CupedArm> = e
-                .arms
-                .iter()
-                .map(|d| {
-                    let mo = moments(&d.name, m);
-                    CupedArm {
-                        name: d.name.clone(),
-                        n: n_of(&d.name),
-                        sum_y: mo.sum_y,
-                        sum_y2: mo.sum_y2,
-                        sum_x: mo.sum_x,
-                        sum_x2: mo.sum_x2,
-                        sum_xy: mo.sum_xy,
-                    }
-                })
-                .collect();
-            let r = stats::cuped(&input, kind_of(*binary))?;
-            for (arm, adjusted) in arms.iter_mut().zip(&r.arms) {
-                arm.metrics.insert((*m).to_owned(), adjusted.adjusted);
-            }
-            cuped_out.insert((*m).to_owned(), serde_json::to_value(&r)?);
-        }
-    }
-    let kinds: BTreeMap<String, MetricKind> = UNIT_METRICS
-        .iter()
-        .map(|(m, binary)| {
-            let k = if cuped {
-                MetricKind::Continuous
-            } else {
-                kind_of(*binary)
-            };
-            ((*m).to_owned(), k)
-        })
-        .collect();
-    let req = AnalysisRequest {
-        experiment_id: Some(e.id.clone()),
-        control: e.control.clone(),
-        alpha: 0.05,
-        min_n: 30,
-        arms,
-        kinds,
-        expected_weights: Some(e.weights().into_iter().collect()),
-        incremental: e.control_is_holdout(),
-    };
-    let result = stats::analyse(&req)?;
-    let mut out = serde_json::to_value(&result)?;
-    if let Some(obj) = out.as_object_mut() {
-        obj.insert("currency".into(), json!(stats.currency));
-        obj.insert("window_days".into(), json!(e.window_days));
-        obj.insert("status".into(), json!(e.status(Ts::now())));
-        obj.insert("cuped".into(), Value::Bool(cuped));
-        if cuped {
-            obj.insert("cuped_details".into(), Value::Object(cuped_out));
-        }
-        obj.insert("notes".into(), json!(notes));
-    }
-    Ok(serde_json::to_string(&out)?)
+    let v = chatlake_api::experiments::result(e, stats, o, Ts::now())
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    Ok(serde_json::to_string(&v)?)
 }
 
 /// Best and median of a series.

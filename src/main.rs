@@ -171,8 +171,6 @@ pub async fn build_app(
         .unwrap_or_else(|| format!("http://{bound}"));
     let engine = Arc::new(open_engine(rt).await?);
     let store = Arc::new(chatlake_send::Store::open(&c.data_dir.join("chatlake.db"))?);
-    // A bad quiet-hours or zone setting stops the start (AppState would fall back).
-    c.sender.policy().map_err(anyhow::Error::msg)?;
     let state = AppState::new(
         ingestor.clone(),
         norm,
@@ -186,7 +184,8 @@ pub async fn build_app(
         store,
         c.sender.clone(),
         c.suppressions.clone(),
-    );
+    )
+    .map_err(anyhow::Error::msg)?;
     let state = Arc::new(state);
     chatlake_api::suppressions::start_refresher(state.clone());
     if let Err(e) = chatlake_api::sends::resume(&state) {

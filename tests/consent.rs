@@ -8,17 +8,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-fn post_consent(s: &Server, key: &str, body: &Value) -> (u16, Value) {
-    let r = client()
-        .post(s.url("/v1/consent"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .expect("post");
-    let st = r.status().as_u16();
-    (st, r.json().unwrap_or(Value::Null))
-}
-
 fn get_consent(s: &Server, phone: &str) -> Value {
     let r = client()
         .get(s.url(&format!("/v1/consent/{}", phone.replace('+', "%2B"))))
@@ -51,8 +40,9 @@ fn consent_ledger_end_to_end() {
     assert_eq!(v["state"]["marketing"], "none");
     assert_eq!(v["entries"].as_array().map(Vec::len), Some(0));
 
-    let (st, v) = post_consent(
+    let (st, v) = post_json(
         &s,
+        "/v1/consent",
         MARKETER,
         &json!({"phone": "+49 151 1234 5678", "action": "opt_in", "scope": "marketing",
                 "source": "checkout_checkbox", "policy_version": "2026-01", "ts": "2026-03-01T10:00:00Z"}),
@@ -100,12 +90,8 @@ fn consent_ledger_end_to_end() {
     assert_eq!(v["entries"].as_array().map(Vec::len), Some(3));
 
     // A user_preferences resume (the real fixture) enters the ledger for its wa_id.
-    let fixture = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/whatsapp/user_preferences_marketing_resume.json"),
-    )
-    .or_else(|_| std::fs::read(fixtures().join("whatsapp/user_preferences_marketing_resume.json")))
-    .expect("fixture");
+    let fixture = std::fs::read(fixtures().join("whatsapp/user_preferences_marketing_resume.json"))
+        .expect("fixture");
     assert_eq!(post_whatsapp(&s, &fixture).status(), 200);
     let v = get_consent(&s, "+16505551234");
     assert_eq!(v["state"]["marketing"], "opted_in", "{v}");
@@ -140,12 +126,13 @@ fn consent_ledger_end_to_end() {
             "ts",
         ),
     ] {
-        let (st, v) = post_consent(&s, MARKETER, &body);
+        let (st, v) = post_json(&s, "/v1/consent", MARKETER, &body);
         assert_eq!(st, 400, "{body}: {v}");
         assert_eq!(v["error"]["field"], field, "{v}");
     }
-    let (st, _) = post_consent(
+    let (st, _) = post_json(
         &s,
+        "/v1/consent",
         MARKETER,
         &json!({"phone": "+4915199999999", "action": "opt_in", "extra": 1}),
     );
@@ -156,7 +143,12 @@ fn consent_ledger_end_to_end() {
             .map(Vec::len),
         Some(0)
     );
-    let (st, _) = post_consent(&s, ANALYST, &json!({"phone": phone, "action": "opt_in"}));
+    let (st, _) = post_json(
+        &s,
+        "/v1/consent",
+        ANALYST,
+        &json!({"phone": phone, "action": "opt_in"}),
+    );
     assert_eq!(st, 403);
 
     // The ledger is mirrored to the lake's consent table, with no raw number. The

@@ -13,19 +13,6 @@ use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.next() < p
-    }
-}
-
 const BASE: i64 = 1_772_409_600; // 2026-03-02T00:00:00Z
 const DAY: i64 = 86_400;
 
@@ -33,27 +20,6 @@ fn ts(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
         .expect("ts")
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn post_json(s: &Server, path: &str, key: &str, body: &Value) -> (u16, Value) {
-    let r = client()
-        .post(s.url(path))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .expect("post");
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
-}
-
-fn get_json(s: &Server, path: &str, key: &str) -> (u16, Value) {
-    let r = client()
-        .get(s.url(path))
-        .bearer_auth(key)
-        .send()
-        .expect("get");
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
 }
 
 fn post_all(s: &Server, table: &str, rows: &[Value]) {

@@ -9,23 +9,6 @@ use common::*;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-/// A small deterministic generator (xorshift), so the workload is the same every run.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.next() < p
-    }
-    fn int(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() * (hi - lo) as f64) as i64
-    }
-}
-
 const BASE: i64 = 1_772_409_600; // 2026-03-02T00:00:00Z, a Monday
 
 fn ts(secs: i64, millis: i64) -> String {

@@ -76,17 +76,6 @@ fn start(dir: &std::path::Path, st: &Standin) -> Server {
     s
 }
 
-fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = client()
-        .post(s.url(path))
-        .bearer_auth(MARKETER)
-        .json(body)
-        .send()
-        .expect("post");
-    let st = r.status().as_u16();
-    (st, r.json().unwrap_or(Value::Null))
-}
-
 fn wait_done(s: &Server, id: &str) -> Value {
     for _ in 0..400 {
         let v: Value = client()
@@ -105,18 +94,20 @@ fn wait_done(s: &Server, id: &str) -> Value {
 }
 
 fn opt_in(s: &Server, phone: &str) {
-    let (st, v) = post(
+    let (st, v) = post_json(
         s,
         "/v1/consent",
+        MARKETER,
         &json!({"phone": phone, "action": "opt_in", "scope": "marketing", "ts": "2026-04-01T00:00:00Z"}),
     );
     assert_eq!(st, 201, "{v}");
 }
 
 fn send(s: &Server, recipients: &[&str]) -> Value {
-    let (st, v) = post(
+    let (st, v) = post_json(
         s,
         "/v1/sends",
+        MARKETER,
         &json!({"campaign_id": "spring", "template": "promo", "language": "en_US",
                 "category": "marketing", "recipients": recipients, "variables": ["Ana"],
                 "quiet_hours": "skip", "now": "2026-04-10T12:00:00Z"}),
@@ -197,9 +188,10 @@ fn the_loop_closes() {
         "contacts": [{"profile": {"name": "A"}, "wa_id": "4915100000001"}],
         "messages": [{"from": "4915100000001", "id": "wamid.in.stop", "timestamp": "1775822400", "type": "text", "text": {"body": "STOP"}}]}}]}]});
     assert_eq!(post_whatsapp(&s, stop.to_string().as_bytes()).status(), 200);
-    let (st, v) = post(
+    let (st, v) = post_json(
         &s,
         "/v1/suppressions/refresh",
+        MARKETER,
         &json!({"now": "2026-04-10T12:00:00Z"}),
     );
     assert_eq!(st, 200, "{v}");
@@ -242,7 +234,7 @@ fn the_loop_closes() {
             "experiment_id",
         ),
     ] {
-        let (st, v) = post(&s, "/v1/sends", &body);
+        let (st, v) = post_json(&s, "/v1/sends", MARKETER, &body);
         assert_eq!(st, 400, "{body}: {v}");
         assert_eq!(v["error"]["field"], field, "{v}");
     }
@@ -262,7 +254,7 @@ fn holdout_members_are_assigned_and_never_sent_to() {
     let s = start(dir.path(), &sim);
     let def = json!({"id": "global", "salt": "g1", "persistent": true, "control": "holdout",
                      "arms": [{"name": "treatment", "weight": 50}, {"name": "holdout", "weight": 50}]});
-    let (st, _) = post(&s, "/v1/experiments", &def);
+    let (st, _) = post_json(&s, "/v1/experiments", MARKETER, &def);
     assert_eq!(st, 201);
     let exp = serde_json::from_value::<ExperimentSpec>(def)
         .expect("spec")
@@ -275,9 +267,10 @@ fn holdout_members_are_assigned_and_never_sent_to() {
     let refs: Vec<&str> = phones.iter().map(String::as_str).collect();
     // A real clock: the persistent experiment runs from its creation.
     let now = chrono::Utc::now().to_rfc3339();
-    let (st, v) = post(
+    let (st, v) = post_json(
         &s,
         "/v1/sends",
+        MARKETER,
         &json!({"campaign_id": "spring", "template": "promo", "language": "en_US",
                 "category": "marketing", "recipients": refs, "now": now}),
     );

@@ -60,13 +60,7 @@ pub(crate) async fn post(
 ) -> ApiResult {
     authorize(&s, &headers, MARKETERS)?;
     let raw = body(&s, b)?;
-    let req: ConsentRequest = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("the consent request is invalid: {e}"),
-        )
-    })?;
+    let req: ConsentRequest = crate::json_body(&raw, "the consent request is invalid")?;
     let phone = req
         .phone
         .ok_or_else(|| bad("phone", "`phone` is required"))?;

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use chatlake_model::Ts;
 use chatlake_model::experiment::{Experiment, ExperimentSpec};
 use chatlake_model::stats::{self, AnalysisRequest, ArmInput, CupedArm, MetricKind, MetricSummary};
-use chatlake_sql::experiment::{ExperimentQuery, UNIT_METRICS};
+use chatlake_sql::experiment::{ExperimentQuery, ExperimentStats, UNIT_METRICS};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -61,12 +61,7 @@ pub(crate) async fn create(
 ) -> ApiResult {
     authorize(&s, &headers, WRITERS)?;
     let raw = body(&s, b)?;
-    let spec: ExperimentSpec = serde_json::from_slice(&raw).map_err(|e| {
-        bad(
-            "invalid_body",
-            format!("the experiment definition is invalid: {e}"),
-        )
-    })?;
+    let spec: ExperimentSpec = crate::json_body(&raw, "the experiment definition is invalid")?;
     let now = Ts::now();
     let e = spec.validate(now).map_err(|e| {
         let mut err = bad("invalid_experiment", e.to_string());
@@ -147,6 +142,34 @@ fn kind_of(binary: bool) -> MetricKind {
     }
 }
 
+fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<Value> {
+    serde_json::to_value(v).map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding the result: {err}"),
+        )
+    })
+}
+
+/// How a result is computed (the query parameters of the results route).
+#[derive(Debug, Clone, Copy)]
+pub struct ResultOptions {
+    pub cuped: bool,
+    pub alpha: f64,
+    pub min_n: u64,
+}
+
+impl Default for ResultOptions {
+    fn default() -> Self {
+        ResultOptions {
+            cuped: false,
+            alpha: DEFAULT_ALPHA,
+            min_n: DEFAULT_MIN_N,
+        }
+    }
+}
+
 /// `GET /v1/experiments/{id}/results[?cuped=true&alpha=&min_n=]`.
 pub(crate) async fn results(
     State(s): St,
@@ -155,9 +178,11 @@ pub(crate) async fn results(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     authorize(&s, &headers, READERS)?;
-    let cuped = parse_bool(&q, "cuped")?;
-    let alpha = parse_f64(&q, "alpha", Some(DEFAULT_ALPHA))?;
-    let min_n = parse_min_n(&q)?;
+    let o = ResultOptions {
+        cuped: parse_bool(&q, "cuped")?,
+        alpha: parse_f64(&q, "alpha", Some(DEFAULT_ALPHA))?,
+        min_n: parse_min_n(&q)?,
+    };
     let e = s.store.experiment(&id)?;
     let stats = s
         .engine
@@ -167,6 +192,20 @@ pub(crate) async fn results(
             currency: e.currency.clone(),
         })
         .await?;
+    Ok(axum::Json(result(&e, &stats, o, Ts::now())?).into_response())
+}
+
+/// The result of EXPERIMENTS.md "What a result looks like" from an experiment's
+/// sufficient statistics: a summary per defined arm (an arm without units has n = 0),
+/// CUPED when asked, [`stats::analyse`], and the extra fields (`currency`,
+/// `window_days`, `status`, `cuped`, `cuped_details`, `notes`). The results route and
+/// `chatlake bench experiment` both call it.
+pub fn result(
+    e: &Experiment,
+    stats: &ExperimentStats,
+    o: ResultOptions,
+    now: Ts,
+) -> ApiResult<Value> {
     let mut notes = Vec::new();
     let stray: u64 = stats
         .arms
@@ -186,50 +225,49 @@ pub(crate) async fn results(
             stats.currency.as_deref().unwrap_or("the experiment's")
         ));
     }
-    let kinds: BTreeMap<String, MetricKind> = UNIT_METRICS
-        .iter()
-        .map(|(m, binary)| ((*m).to_owned(), kind_of(*binary)))
-        .collect();
-    // Per defined arm (an arm without units has n = 0), its sums.
     let sums = |arm: &str| stats.arms.iter().find(|a| a.arm == arm);
-    let mut arms: Vec<ArmInput> = Vec::new();
-    for d in &e.arms {
-        let a = sums(&d.name);
-        let n = a.map_or(0, |a| a.n);
-        let mut metrics = BTreeMap::new();
-        for (m, binary) in UNIT_METRICS {
-            let mo = a
-                .and_then(|a| a.metrics.get(*m))
-                .copied()
-                .unwrap_or_default();
-            let summary = if *binary {
-                MetricSummary::proportion_from_sums(n, mo.sum_y)
-            } else {
-                MetricSummary::continuous_from_sums(n, mo.sum_y, mo.sum_y2)
-            };
-            metrics.insert((*m).to_owned(), summary);
-        }
-        arms.push(ArmInput {
-            name: d.name.clone(),
-            n,
-            metrics,
-        });
-    }
+    let n_of = |arm: &str| sums(arm).map_or(0, |a| a.n);
+    let moments = |arm: &str, m: &str| {
+        sums(arm)
+            .and_then(|a| a.metrics.get(m))
+            .copied()
+            .unwrap_or_default()
+    };
+    let mut arms: Vec<ArmInput> = e
+        .arms
+        .iter()
+        .map(|d| {
+            let n = n_of(&d.name);
+            let metrics = UNIT_METRICS
+                .iter()
+                .map(|(m, binary)| {
+                    let mo = moments(&d.name, m);
+                    let summary = if *binary {
+                        MetricSummary::proportion_from_sums(n, mo.sum_y)
+                    } else {
+                        MetricSummary::continuous_from_sums(n, mo.sum_y, mo.sum_y2)
+                    };
+                    ((*m).to_owned(), summary)
+                })
+                .collect();
+            ArmInput {
+                name: d.name.clone(),
+                n,
+                metrics,
+            }
+        })
+        .collect();
     let mut cuped_out = serde_json::Map::new();
-    if cuped {
+    if o.cuped {
         for (m, binary) in UNIT_METRICS {
             let input: Vec<CupedArm> = e
                 .arms
                 .iter()
                 .map(|d| {
-                    let a = sums(&d.name);
-                    let mo = a
-                        .and_then(|a| a.metrics.get(*m))
-                        .copied()
-                        .unwrap_or_default();
+                    let mo = moments(&d.name, m);
                     CupedArm {
                         name: d.name.clone(),
-                        n: a.map_or(0, |a| a.n),
+                        n: n_of(&d.name),
                         sum_y: mo.sum_y,
                         sum_y2: mo.sum_y2,
                         sum_x: mo.sum_x,
@@ -242,51 +280,37 @@ pub(crate) async fn results(
             for (arm, adjusted) in arms.iter_mut().zip(&r.arms) {
                 arm.metrics.insert((*m).to_owned(), adjusted.adjusted);
             }
-            cuped_out.insert(
-                (*m).to_owned(),
-                serde_json::to_value(&r).unwrap_or(Value::Null),
-            );
+            cuped_out.insert((*m).to_owned(), to_json(&r)?);
         }
     }
     // CUPED-adjusted values are no longer 0/1: every metric is then analysed as
     // continuous (Welch on the adjusted variances, Φ(diff/se) for the chance to beat).
-    let kinds = if cuped {
-        kinds
-            .into_keys()
-            .map(|m| (m, MetricKind::Continuous))
-            .collect()
-    } else {
-        kinds
-    };
+    let kinds: BTreeMap<String, MetricKind> = UNIT_METRICS
+        .iter()
+        .map(|(m, binary)| ((*m).to_owned(), kind_of(*binary && !o.cuped)))
+        .collect();
     let req = AnalysisRequest {
         experiment_id: Some(e.id.clone()),
         control: e.control.clone(),
-        alpha,
-        min_n,
+        alpha: o.alpha,
+        min_n: o.min_n,
         arms,
         kinds,
         expected_weights: Some(e.weights().into_iter().collect()),
         incremental: e.control_is_holdout(),
     };
-    let result = stats::analyse(&req).map_err(stats_error)?;
-    let mut out = serde_json::to_value(&result).map_err(|err| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("encoding the result: {err}"),
-        )
-    })?;
+    let mut out = to_json(&stats::analyse(&req).map_err(stats_error)?)?;
     if let Some(obj) = out.as_object_mut() {
         obj.insert("currency".into(), json!(stats.currency));
         obj.insert("window_days".into(), json!(e.window_days));
-        obj.insert("status".into(), json!(e.status(Ts::now())));
-        obj.insert("cuped".into(), Value::Bool(cuped));
-        if cuped {
+        obj.insert("status".into(), json!(e.status(now)));
+        obj.insert("cuped".into(), Value::Bool(o.cuped));
+        if o.cuped {
             obj.insert("cuped_details".into(), Value::Object(cuped_out));
         }
         obj.insert("notes".into(), json!(notes));
     }
-    Ok(axum::Json(out).into_response())
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -322,12 +346,7 @@ pub(crate) async fn compare(
 ) -> ApiResult {
     authorize(&s, &headers, READERS)?;
     let raw = body(&s, b)?;
-    let req: CompareRequest = serde_json::from_slice(&raw).map_err(|e| {
-        bad(
-            "invalid_body",
-            format!("the comparison request is invalid: {e}"),
-        )
-    })?;
+    let req: CompareRequest = crate::json_body(&raw, "the comparison request is invalid")?;
     let proportions = req.arms.iter().all(|a| a.conversions.is_some());
     let continuous = req
         .arms

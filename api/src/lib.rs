@@ -5,7 +5,7 @@
 
 mod consent;
 pub mod error;
-mod experiments;
+pub mod experiments;
 pub mod options;
 mod query;
 pub mod sends;
@@ -82,8 +82,10 @@ impl AppState {
         store: Arc<chatlake_send::Store>,
         sender: chatlake_send::SendOptions,
         suppression_options: chatlake_sql::suppressions::SuppressionOptions,
-    ) -> AppState {
-        AppState {
+    ) -> Result<AppState, String> {
+        // A bad quiet-hours or zone setting stops the start.
+        let policy = sender.policy()?;
+        Ok(AppState {
             ingestor,
             norm,
             links,
@@ -102,10 +104,9 @@ impl AppState {
                 .map(|c| Arc::new(chatlake_send::cloud::CloudClient::new(c))),
             recent_sends: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashSet::new()),
-            // `chatlake serve` refuses a bad setting before this point.
-            policy: sender.policy().unwrap_or_default(),
+            policy,
             shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
-        }
+        })
     }
 }
 
@@ -149,6 +150,18 @@ fn body(state: &AppState, b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> 
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
         }
+    })
+}
+
+/// Parses a JSON request body; a malformed one is 400 `invalid_body`, saying what the
+/// endpoint takes and what serde found.
+fn json_body<T: serde::de::DeserializeOwned>(raw: &[u8], expected: &str) -> ApiResult<T> {
+    serde_json::from_slice(raw).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("{expected}: {e}"),
+        )
     })
 }
 
@@ -444,13 +457,7 @@ async fn mint_link(
 ) -> ApiResult {
     authorize(&s, &headers, LINKS)?;
     let raw = body(&s, b)?;
-    let req: MintLink = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("expected {{message_id, url, phone}}: {e}"),
-        )
-    })?;
+    let req: MintLink = crate::json_body(&raw, "expected {message_id, url, phone}")?;
     let bad = |field: &str, msg: &str| {
         let mut e = ApiError::new(
             StatusCode::BAD_REQUEST,

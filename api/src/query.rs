@@ -80,13 +80,7 @@ pub(crate) async fn sql(
         )
     })?;
     let raw = body(&s, b)?;
-    let req: SqlRequest = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("the body must be {{\"sql\": \"<query>\"}}: {e}"),
-        )
-    })?;
+    let req: SqlRequest = crate::json_body(&raw, "the body must be {\"sql\": \"<query>\"}")?;
     let query = s.engine.query(&req.sql).await?;
     let (encoder, head) = Encoder::new(format, query.schema())?;
     let stream = futures_util::stream::unfold(

@@ -59,13 +59,7 @@ pub(crate) async fn post(
 ) -> ApiResult {
     authorize(&s, &headers, SENDERS)?;
     let raw = body(&s, b)?;
-    let req: SendRequest = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("the send request is invalid: {e}"),
-        )
-    })?;
+    let req: SendRequest = crate::json_body(&raw, "the send request is invalid")?;
     // Validate everything before anything is recorded.
     let campaign_id = req
         .campaign_id
@@ -180,11 +174,6 @@ pub(crate) async fn post(
     let mut intents = Vec::new();
     let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
-    let recent = s
-        .recent_sends
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
     let cap_window = s.suppression_options.frequency_window_s as i64 * 1_000_000;
     for e164 in &phones {
         let hash = s.norm.hasher.hash_e164(e164);
@@ -204,7 +193,10 @@ pub(crate) async fn post(
             consent,
             suppressions: &reasons,
             holdout: false,
-            recent_marketing_sends: recent
+            recent_marketing_sends: s
+                .recent_sends
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
                 .get(&hash)
                 .map_or(0, |v| v.iter().filter(|t| now.0 - t.0 < cap_window).count())
                 as u64,
@@ -212,41 +204,31 @@ pub(crate) async fn post(
             last_inbound: last_inbound.get(&hash).copied(),
             quiet_hours: quiet,
         };
-        let mut decision = policy.decide(&facts);
         let mut arm = None;
-        let passed_checks = !matches!(
-            decision,
-            Decision::Skip(
-                "no_consent"
-                    | "opted_out"
-                    | "blocked"
-                    | "undeliverable"
-                    | "non_engager"
-                    | "recent_purchaser"
-            )
-        );
-        if passed_checks {
-            // Assign (and record) the experiments this send takes part in.
-            for e in named.iter().chain(persistent.iter()) {
-                let a = e.assign(&hash).to_owned();
-                events.push(Event::Assignments(AssignmentEvent {
-                    experiment_id: e.id.clone(),
-                    phone_hash: hash.clone(),
-                    arm: a.clone(),
-                    ts: now,
-                    received_at: Ts::now(),
-                }));
-                if a == chatlake_model::experiment::HOLDOUT_ARM {
-                    facts.holdout = true;
+        let decision = match policy.eligibility(&facts) {
+            Some(reason) => Decision::Skip(reason),
+            None => {
+                // Past consent and suppression: assign (and record) the experiments
+                // this send takes part in, then apply the remaining rules.
+                for e in named.iter().chain(persistent.iter()) {
+                    let a = e.assign(&hash).to_owned();
+                    events.push(Event::Assignments(AssignmentEvent {
+                        experiment_id: e.id.clone(),
+                        phone_hash: hash.clone(),
+                        arm: a.clone(),
+                        ts: now,
+                        received_at: Ts::now(),
+                    }));
+                    if a == chatlake_model::experiment::HOLDOUT_ARM {
+                        facts.holdout = true;
+                    }
+                    if named.as_ref().is_some_and(|n| n.id == e.id) {
+                        arm = Some(a);
+                    }
                 }
-                if named.as_ref().is_some_and(|n| n.id == e.id) {
-                    arm = Some(a);
-                }
+                policy.decide(&facts)
             }
-            if facts.holdout {
-                decision = policy.decide(&facts);
-            }
-        }
+        };
         match decision {
             Decision::Skip(reason) => {
                 *skipped.entry(reason.to_owned()).or_default() += 1;

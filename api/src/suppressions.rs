@@ -95,6 +95,15 @@ pub async fn refresh(s: &AppState, now: Ts) -> ApiResult<Arc<SuppressionList>> {
         by_phone,
     });
     *s.suppressions.write().unwrap_or_else(|p| p.into_inner()) = list.clone();
+    // This process's own recent sends only matter inside the cap window.
+    let window = s.suppression_options.frequency_window_s as i64 * 1_000_000;
+    s.recent_sends
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|_, sent| {
+            sent.retain(|t| now.0 - t.0 < window);
+            !sent.is_empty()
+        });
     tracing::info!(rows = list.rows.len(), "suppression list refreshed");
     Ok(list)
 }
@@ -190,13 +199,7 @@ pub(crate) async fn post_refresh(
     let req: RefreshRequest = if raw.iter().all(u8::is_ascii_whitespace) {
         RefreshRequest::default()
     } else {
-        serde_json::from_slice(&raw).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("the refresh request is invalid: {e}"),
-            )
-        })?
+        crate::json_body(&raw, "the refresh request is invalid")?
     };
     let now = match req.now {
         Some(t) => Ts::parse_rfc3339(&t).ok_or_else(|| {

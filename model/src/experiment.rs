@@ -212,45 +212,44 @@ pub fn bucket(salt: &str, phone_hash: &str) -> u64 {
     u64::from_be_bytes(first) % BUCKETS
 }
 
-/// The bucket boundaries: arm i owns `[b[i], b[i+1])`, with
-/// b[i] = ⌊10 000·W(i)/W⌋ (computed exactly when the weights are whole numbers).
-pub fn bucket_bounds(arms: &[Arm]) -> Vec<u64> {
+/// The upper bucket bound of each arm in order: arm i owns `[b(i-1), b(i))` with
+/// b(i) = ⌊10 000·W(i)/W⌋ (exact integer arithmetic when the weights are whole numbers),
+/// the last one always 10 000. Allocation-free: the sender assigns per recipient.
+fn upper_bounds(arms: &[Arm]) -> impl Iterator<Item = u64> + '_ {
     let whole = arms
         .iter()
         .all(|a| a.weight.fract() == 0.0 && a.weight <= 1e12);
-    let mut out = Vec::with_capacity(arms.len() + 1);
-    if whole {
-        let total: u128 = arms.iter().map(|a| a.weight as u128).sum();
-        let mut acc: u128 = 0;
-        out.push(0);
-        for a in arms {
-            acc += a.weight as u128;
-            out.push(((u128::from(BUCKETS) * acc) / total.max(1)) as u64);
+    let total_whole: u128 = arms.iter().map(|a| a.weight as u128).sum::<u128>().max(1);
+    let total: f64 = arms.iter().map(|a| a.weight).sum();
+    let last = arms.len().saturating_sub(1);
+    let (mut acc_whole, mut acc) = (0u128, 0.0f64);
+    arms.iter().enumerate().map(move |(i, a)| {
+        if i == last {
+            return BUCKETS;
         }
-    } else {
-        let total: f64 = arms.iter().map(|a| a.weight).sum();
-        let mut acc = 0.0;
-        out.push(0);
-        for a in arms {
+        if whole {
+            acc_whole += a.weight as u128;
+            ((u128::from(BUCKETS) * acc_whole) / total_whole) as u64
+        } else {
             acc += a.weight;
-            out.push(((BUCKETS as f64 * acc / total).floor() as u64).min(BUCKETS));
+            ((BUCKETS as f64 * acc / total).floor() as u64).min(BUCKETS)
         }
-    }
-    if let Some(last) = out.last_mut() {
-        *last = BUCKETS;
-    }
-    out
+    })
+}
+
+/// The bucket boundaries `[0, b(1), …, 10 000]`: arm i owns `[b[i], b[i+1])`.
+pub fn bucket_bounds(arms: &[Arm]) -> Vec<u64> {
+    std::iter::once(0).chain(upper_bounds(arms)).collect()
 }
 
 impl Experiment {
     /// The arm a unit lands in (a pure function of salt and phone hash).
     pub fn assign(&self, phone_hash: &str) -> &str {
         let b = bucket(&self.salt, phone_hash);
-        let bounds = bucket_bounds(&self.arms);
-        let i = (0..self.arms.len())
-            .find(|&i| b < bounds[i + 1])
-            .unwrap_or(self.arms.len() - 1);
-        &self.arms[i].name
+        let i = upper_bounds(&self.arms)
+            .position(|upper| b < upper)
+            .unwrap_or(self.arms.len().saturating_sub(1));
+        self.arms.get(i).map_or("", |a| a.name.as_str())
     }
 
     /// Whether it runs at `now` (from its creation until its optional `ends_at`).

@@ -109,27 +109,35 @@ impl Policy {
         zone_of(e164, self.default_zone)
     }
 
-    /// The decision for one recipient.
-    pub fn decide(&self, f: &Facts) -> Decision {
-        let marketing = f.category == "marketing";
-        let service = f.category == "service";
-        if !service {
+    /// The first two rules alone — consent, then the suppression list — as the skip
+    /// reason, or `None` when the recipient could be messaged. EXPERIMENTS.md assigns
+    /// only such recipients, so the sender assigns between this and [`Policy::decide`].
+    pub fn eligibility(&self, f: &Facts) -> Option<&'static str> {
+        if f.category != "service" {
             match f.consent {
-                State::OptedOut => return Decision::Skip("opted_out"),
-                State::None => return Decision::Skip("no_consent"),
+                State::OptedOut => return Some("opted_out"),
+                State::None => return Some("no_consent"),
                 State::OptedIn => {}
             }
         }
-        if marketing {
-            if let Some(r) = MARKETING_SUPPRESSIONS
+        if f.category == "marketing" {
+            MARKETING_SUPPRESSIONS
                 .iter()
                 .find(|r| f.suppressions.contains(r))
-            {
-                return Decision::Skip(r);
-            }
-        } else if f.suppressions.contains(&"undeliverable") {
-            return Decision::Skip("undeliverable");
+                .copied()
+        } else {
+            f.suppressions
+                .contains(&"undeliverable")
+                .then_some("undeliverable")
         }
+    }
+
+    /// The decision for one recipient: every rule in order.
+    pub fn decide(&self, f: &Facts) -> Decision {
+        if let Some(reason) = self.eligibility(f) {
+            return Decision::Skip(reason);
+        }
+        let marketing = f.category == "marketing";
         if f.holdout {
             return Decision::Skip("holdout");
         }
@@ -147,7 +155,7 @@ impl Policy {
                 QuietHoursMode::Defer => Decision::Defer(end),
             };
         }
-        if service {
+        if f.category == "service" {
             let inside = f
                 .last_inbound
                 .is_some_and(|t| t <= f.now && f.now.0 - t.0 < self.service_window_s * 1_000_000);
@@ -294,6 +302,15 @@ mod tests {
         ] {
             assert_eq!(p.decide(&facts(NOON, "marketing", &[r])), Decision::Skip(r));
         }
+        assert_eq!(
+            p.eligibility(&facts(NOON, "marketing", &["frequency_cap"])),
+            None,
+            "the cap is not an eligibility rule"
+        );
+        assert_eq!(
+            p.eligibility(&facts(NOON, "marketing", &["non_engager"])),
+            Some("non_engager")
+        );
         // Consent comes before suppression; suppression before holdout.
         let mut f = facts(NOON, "marketing", &["blocked"]);
         f.consent = State::None;

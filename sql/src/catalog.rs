@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-pub(crate) mod files {
+mod files {
     include!(concat!(env!("OUT_DIR"), "/files.rs"));
 }
 
@@ -142,6 +142,23 @@ pub struct Catalog {
     pub views: Vec<Definition>,
     pub units: Vec<Unit>,
     pub metrics: Vec<Metric>,
+}
+
+/// An embedded statement of `sql/experiments/` or `sql/suppressions/` by name.
+pub(crate) fn embedded(dir: &str, name: &str) -> Result<&'static str> {
+    let files = match dir {
+        "experiments" => files::EXPERIMENTS,
+        "suppressions" => files::SUPPRESSIONS,
+        _ => &[],
+    };
+    files
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, body)| *body)
+        .ok_or_else(|| Error::Definition {
+            name: name.to_owned(),
+            message: format!("sql/{dir}/{name}.sql is missing"),
+        })
 }
 
 /// Whether `sql` names the relation `name` (as a whole word).

@@ -338,29 +338,52 @@ impl Engine {
                 inner.contains(&name.as_str())
             };
             if materialise {
-                let df_err = |e| crate::query::map_df_error(e, &self.options);
-                let df = ctx.sql(sql).await.map_err(df_err)?;
-                let schema = Arc::new(df.schema().as_arrow().clone());
-                let batches = df.collect().await.map_err(df_err)?;
-                let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
-                // At most half the pool, so the statements keep room to sort and spill.
-                if kept.size() + bytes > self.options.memory_limit_bytes / 2
-                    || kept.try_grow(bytes).is_err()
-                {
-                    tracing::debug!(name = %name, bytes, "not kept in memory: over the pool");
-                    drop(batches);
-                    register_view(&ctx, name, sql, &self.options).await?;
-                    continue;
-                }
-                let t = datafusion::datasource::MemTable::try_new(schema, vec![batches])
-                    .map_err(exec)?;
-                ctx.register_table(name.as_str(), Arc::new(t))
-                    .map_err(exec)?;
+                self.materialise(&ctx, &kept, name, sql).await?;
             } else {
                 register_view(&ctx, name, sql, &self.options).await?;
             }
         }
         Ok((ctx, kept))
+    }
+
+    /// Computes `sql` into memory as the table `name` of `ctx`, reserved in `kept`, when
+    /// it fits in half the pool (so the statements keep room to sort and spill); else
+    /// registers it as a view.
+    pub(crate) async fn materialise(
+        &self,
+        ctx: &SessionContext,
+        kept: &datafusion::execution::memory_pool::MemoryReservation,
+        name: &str,
+        sql: &str,
+    ) -> Result<()> {
+        let df_err = |e| crate::query::map_df_error(e, &self.options);
+        let df = ctx.sql(sql).await.map_err(df_err)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(df_err)?;
+        let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        if kept.size() + bytes > self.options.memory_limit_bytes / 2
+            || kept.try_grow(bytes).is_err()
+        {
+            tracing::debug!(name = %name, bytes, "not kept in memory: over the pool");
+            drop(batches);
+            return register_view(ctx, name, sql, &self.options).await;
+        }
+        let t = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(exec)?;
+        ctx.register_table(name, Arc::new(t)).map_err(exec)?;
+        Ok(())
+    }
+
+    /// Runs our own work under the configured query time limit (408 past it).
+    pub(crate) async fn within_time_limit<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let limit = std::time::Duration::from_millis(self.options.query_timeout_ms);
+        tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| Error::Timeout {
+                limit_ms: self.options.query_timeout_ms,
+            })?
     }
 
     /// Every view and unit as `(name, SQL)` with its parameters bound, each before its

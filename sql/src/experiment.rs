@@ -7,10 +7,8 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::json::cell;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::datasource::MemTable;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// The unit metrics of EXPERIMENTS.md, and whether each is binary (0/1).
 pub const UNIT_METRICS: &[(&str, bool)] = &[
@@ -78,13 +76,7 @@ fn number(v: &Value) -> f64 {
 impl Engine {
     /// The SQL of the experiment's unit relation with its parameters bound.
     pub fn experiment_units_sql(&self, q: &ExperimentQuery) -> Result<String> {
-        let (_, body) = crate::catalog::files::EXPERIMENTS
-            .iter()
-            .find(|(n, _)| *n == "experiment_units")
-            .ok_or_else(|| Error::Definition {
-                name: "experiment_units".into(),
-                message: "sql/experiments/experiment_units.sql is missing".into(),
-            })?;
+        let body = crate::catalog::embedded("experiments", "experiment_units")?;
         let currency = q.currency.as_deref().map_or("NULL".to_owned(), literal);
         let sql = crate::engine::bind(body, &self.options)
             .replace("${experiment_id}", &literal(&q.experiment_id))
@@ -103,55 +95,22 @@ impl Engine {
 
     /// The sufficient statistics per arm of an experiment, within the query time limit.
     pub async fn experiment_stats(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
-        let timeout = std::time::Duration::from_millis(self.options.query_timeout_ms);
-        match tokio::time::timeout(timeout, self.experiment_stats_inner(q)).await {
-            Err(_) => Err(Error::Timeout {
-                limit_ms: self.options.query_timeout_ms,
-            }),
-            Ok(r) => r,
-        }
+        self.within_time_limit(self.experiment_stats_inner(q)).await
     }
 
     async fn experiment_stats_inner(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
         let (ctx, kept) = self.prepared(None, None, &[], &[]).await?;
-        let run = |sql: String| {
-            let ctx = ctx.clone();
-            let options = self.options.clone();
-            async move {
-                let err = |e| crate::query::map_df_error(e, &options);
-                ctx.sql(&sql)
-                    .await
-                    .map_err(err)?
-                    .collect()
-                    .await
-                    .map_err(err)
-            }
-        };
         let mut q = q.clone();
         if q.currency.is_none() {
-            q.currency = self.majority_currency(&q, &run).await?;
+            q.currency = self.majority_currency(&ctx, &q).await?;
         }
         // The CTEs read several times are computed once into memory (DataFusion inlines
         // a CTE at every reference), reserved in the pool like `prepared`'s views.
         let (stages, rest) = split_ctes(&self.experiment_units_sql(&q)?, MATERIALISED)?;
         for (name, sql) in stages {
-            let err = |e| crate::query::map_df_error(e, &self.options);
-            let df = ctx.sql(&sql).await.map_err(err)?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await.map_err(err)?;
-            let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
-            let table: Arc<dyn datafusion::catalog::TableProvider> = if kept.size() + bytes
-                > self.options.memory_limit_bytes / 2
-                || kept.try_grow(bytes).is_err()
-            {
-                drop(batches);
-                ctx.sql(&sql).await.map_err(err)?.into_view()
-            } else {
-                Arc::new(MemTable::try_new(schema, vec![batches]).map_err(err)?)
-            };
-            ctx.register_table(name.as_str(), table).map_err(err)?;
+            self.materialise(&ctx, &kept, &name, &sql).await?;
         }
-        let batches = run(stats_over(&rest)).await?;
+        let batches = self.run_internal(&ctx, &stats_over(&rest)).await?;
         let mut arms = Vec::new();
         let mut other = 0u64;
         for b in &batches {
@@ -176,15 +135,11 @@ impl Engine {
 
     /// The currency of most orders the units placed in their windows (ties: the first
     /// code in alphabetical order).
-    async fn majority_currency<F, Fut>(
+    async fn majority_currency(
         &self,
+        ctx: &datafusion::prelude::SessionContext,
         q: &ExperimentQuery,
-        run: &F,
-    ) -> Result<Option<String>>
-    where
-        F: Fn(String) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<RecordBatch>>>,
-    {
+    ) -> Result<Option<String>> {
         let sql = format!(
             "SELECT o.currency, COUNT(*) AS n
              FROM v_orders o
@@ -196,7 +151,7 @@ impl Engine {
             id = literal(&q.experiment_id),
             w = q.window_s
         );
-        let batches = run(sql).await?;
+        let batches = self.run_internal(ctx, &sql).await?;
         Ok(batches
             .iter()
             .find(|b| b.num_rows() > 0)

@@ -311,7 +311,6 @@ impl Engine {
         if req.group_by.is_empty() {
             groups.insert(Vec::new(), Group::default());
         }
-        let timeout = std::time::Duration::from_millis(self.options.query_timeout_ms);
         let all: Vec<&str> = planned.iter().map(|q| q.unit).collect();
         let mut units = all.clone();
         units.dedup();
@@ -328,14 +327,7 @@ impl Engine {
             }
             Ok::<_, Error>(out)
         };
-        let results = match tokio::time::timeout(timeout, work).await {
-            Err(_) => {
-                return Err(Error::Timeout {
-                    limit_ms: self.options.query_timeout_ms,
-                });
-            }
-            Ok(r) => r?,
-        };
+        let results = self.within_time_limit(work).await?;
         for (q, batches) in planned.iter().zip(results) {
             for b in &batches {
                 merge(&mut groups, b, q.n_keys, &q.metrics, q.per_currency);
@@ -357,7 +349,7 @@ impl Engine {
     }
 
     /// Runs one of our own statements (the caller bounds the time).
-    async fn run_internal(
+    pub(crate) async fn run_internal(
         &self,
         ctx: &datafusion::prelude::SessionContext,
         sql: &str,

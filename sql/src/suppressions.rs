@@ -75,13 +75,7 @@ impl Engine {
         holdouts: &[(String, Option<Ts>)],
         o: &SuppressionOptions,
     ) -> Result<Vec<Suppression>> {
-        let (_, body) = crate::catalog::files::SUPPRESSIONS
-            .iter()
-            .find(|(n, _)| *n == "suppressions")
-            .ok_or_else(|| Error::Definition {
-                name: "suppressions".into(),
-                message: "sql/suppressions/suppressions.sql is missing".into(),
-            })?;
+        let body = crate::catalog::embedded("suppressions", "suppressions")?;
         let running = if holdouts.is_empty() {
             "SELECT CAST(NULL AS VARCHAR) AS experiment_id, CAST(NULL AS TIMESTAMP) AS ends_at WHERE false".to_owned()
         } else {
@@ -112,22 +106,12 @@ impl Engine {
         ] {
             sql = sql.replace(&format!("${{{k}}}"), &v.to_string());
         }
-        let timeout = std::time::Duration::from_millis(self.options.query_timeout_ms);
-        let work = async {
-            let (ctx, _kept) = self.prepared(None, None, &[], &[]).await?;
-            let err = |e| crate::query::map_df_error(e, &self.options);
-            ctx.sql(&sql)
-                .await
-                .map_err(err)?
-                .collect()
-                .await
-                .map_err(err)
-        };
-        let batches = tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| Error::Timeout {
-                limit_ms: self.options.query_timeout_ms,
-            })??;
+        let batches = self
+            .within_time_limit(async {
+                let (ctx, _kept) = self.prepared(None, None, &[], &[]).await?;
+                self.run_internal(&ctx, &sql).await
+            })
+            .await?;
         let mut out = Vec::new();
         use datafusion::arrow::array::{Array, TimestampMicrosecondArray};
         use datafusion::arrow::datatypes::{DataType, TimeUnit};

@@ -252,3 +252,48 @@ pub fn hash(phone: &str) -> String {
         .hash_phone(phone)
         .expect("valid phone")
 }
+
+/// A small deterministic generator (xorshift), so a workload is the same every run.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.next() < p
+    }
+    pub fn int(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() * (hi - lo) as f64) as i64
+    }
+}
+
+/// POSTs JSON with a bearer key; the status and the JSON answer (null if none).
+pub fn post_json(
+    s: &Server,
+    path: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(s.url(path))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .expect("post");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
+
+/// GETs with a bearer key; the status and the JSON answer (null if none).
+pub fn get_json(s: &Server, path: &str, key: &str) -> (u16, serde_json::Value) {
+    let r = client()
+        .get(s.url(path))
+        .bearer_auth(key)
+        .send()
+        .expect("get");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(serde_json::Value::Null))
+}
