@@ -374,3 +374,119 @@ fn sigkill_mid_send_and_restart_sends_nobody_twice() {
     assert_eq!(sent + unknown, 60, "{done}");
     assert!(stats["sent"].as_u64().expect("n") <= 60);
 }
+
+/// Each suppression reason, computed from events posted through ingest with the clock
+/// injected (`now`), stops the sender with that reason in `send_skips`; a recipient
+/// with none of them is sent to.
+#[test]
+fn each_suppression_reason_stops_the_sender() {
+    let sim = standin(&[]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(dir.path(), &sim);
+    let who = [
+        ("blocked", "+4915100000011"),
+        ("undeliverable", "+4915100000012"),
+        ("frequency_cap", "+4915100000013"),
+        ("non_engager", "+4915100000014"),
+        ("recent_purchaser", "+4915100000015"),
+        ("opted_out", "+4915100000016"),
+    ];
+    let clean = "+4915100000017";
+    for (_, p) in who {
+        opt_in(&s, p);
+    }
+    opt_in(&s, clean);
+    let (_, stopper) = who[5];
+    let (st, v) = post_json(
+        &s,
+        "/v1/consent",
+        MARKETER,
+        &json!({"phone": stopper, "action": "opt_out", "scope": "marketing", "ts": "2026-04-02T00:00:00Z"}),
+    );
+    assert_eq!(st, 201, "{v}");
+
+    // now = 2026-04-10T12:00:00Z (`send`).
+    let mut sends = Vec::new();
+    let mut statuses = Vec::new();
+    let mut msg = |phone: &str, day: &str, status: Option<(&str, Option<i64>)>| {
+        let id = format!("wamid.pre{}", sends.len());
+        let ts = format!("2026-{day}T10:00:00Z");
+        sends.push(json!({"message_id": id, "ts": ts, "phone": phone, "campaign_id": "old",
+                          "template": "promo", "category": "marketing"}));
+        if let Some((status, code)) = status {
+            statuses.push(json!({"message_id": id, "status": status, "ts": ts, "phone": phone,
+                                 "error_code": code}));
+        }
+    };
+    // blocked: a 131050 failure after the opt-in.
+    msg(who[0].1, "04-05", Some(("failed", Some(131050))));
+    // undeliverable: two 131026 failures in 30 days, nothing delivered after.
+    msg(who[1].1, "04-03", Some(("failed", Some(131026))));
+    msg(who[1].1, "04-04", Some(("failed", Some(131026))));
+    // frequency_cap: four marketing sends in the trailing 7 days.
+    for d in ["04-05", "04-06", "04-07", "04-08"] {
+        msg(who[2].1, d, None);
+    }
+    // non_engager: five deliveries in 30 days (none in the last 7), none read.
+    for d in ["03-15", "03-18", "03-21", "03-24", "03-27"] {
+        msg(who[3].1, d, Some(("delivered", None)));
+    }
+    // The clean recipient: one delivered and read message a day ago.
+    msg(clean, "04-09", Some(("read", None)));
+    let r = post_events(&s, "sends", &Value::Array(sends).to_string());
+    assert_eq!(r.status(), 202);
+    let r = post_events(&s, "statuses", &Value::Array(statuses).to_string());
+    assert_eq!(r.status(), 202);
+    let r = post_events(
+        &s,
+        "orders",
+        &json!([{"order_id": "o1", "ts": "2026-04-09T08:00:00Z", "phone": who[4].1,
+                 "total": 30, "currency": "EUR"}])
+        .to_string(),
+    );
+    assert_eq!(r.status(), 202);
+    s.flush();
+    let (st, v) = post_json(
+        &s,
+        "/v1/suppressions/refresh",
+        MARKETER,
+        &json!({"now": "2026-04-10T12:00:00Z"}),
+    );
+    assert_eq!(st, 200, "{v}");
+    for (reason, _) in who {
+        assert_eq!(v["counts"][reason], 1, "{reason}: {v}");
+    }
+
+    let mut recipients: Vec<&str> = who.iter().map(|(_, p)| *p).collect();
+    recipients.push(clean);
+    let v = send(&s, &recipients);
+    assert_eq!(v["queued"], 1, "{v}");
+    let expected: serde_json::Map<String, Value> =
+        who.iter().map(|(r, _)| (r.to_string(), json!(1))).collect();
+    assert_eq!(v["skipped"], Value::Object(expected), "{v}");
+    let id = v["request_id"].as_str().expect("id").to_owned();
+    let done = wait_done(&s, &id);
+    assert_eq!(done["sent"], 1, "{done}");
+    assert_eq!(standin_stats(&sim)["sent"], 1);
+
+    // Each skip is in the lake with its reason, under the recipient's hash.
+    s.flush();
+    let skips = read_table(dir.path(), "send_skips");
+    let mut got: Vec<(String, String)> = skips
+        .iter()
+        .flat_map(|b| {
+            strings(b, "phone_hash")
+                .into_iter()
+                .zip(strings(b, "reason"))
+                .collect::<Vec<_>>()
+        })
+        .map(|(h, r)| (h.expect("hash"), r.expect("reason")))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = who
+        .iter()
+        .map(|(r, p)| (hash(p), r.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}
