@@ -411,11 +411,15 @@ fn each_suppression_reason_stops_the_sender() {
     let mut msg = |phone: &str, day: &str, status: Option<(&str, Option<i64>)>| {
         let id = format!("wamid.pre{}", sends.len());
         let ts = format!("2026-{day}T10:00:00Z");
-        sends.push(json!({"message_id": id, "ts": ts, "phone": phone, "campaign_id": "old",
-                          "template": "promo", "category": "marketing"}));
+        sends.push(
+            json!({"message_id": id, "ts": ts, "phone": phone, "campaign_id": "old",
+                          "template": "promo", "category": "marketing"}),
+        );
         if let Some((status, code)) = status {
-            statuses.push(json!({"message_id": id, "status": status, "ts": ts, "phone": phone,
-                                 "error_code": code}));
+            statuses.push(
+                json!({"message_id": id, "status": status, "ts": ts, "phone": phone,
+                                 "error_code": code}),
+            );
         }
     };
     // blocked: a 131050 failure after the opt-in.
@@ -483,10 +487,8 @@ fn each_suppression_reason_stops_the_sender() {
         .map(|(h, r)| (h.expect("hash"), r.expect("reason")))
         .collect();
     got.sort();
-    let mut want: Vec<(String, String)> = who
-        .iter()
-        .map(|(r, p)| (hash(p), r.to_string()))
-        .collect();
+    let mut want: Vec<(String, String)> =
+        who.iter().map(|(r, p)| (hash(p), r.to_string())).collect();
     want.sort();
     assert_eq!(got, want);
 }
