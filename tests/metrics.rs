@@ -413,3 +413,48 @@ fn metrics_requests_are_checked() {
         assert!(dims.contains(&d), "{d}");
     }
 }
+
+/// Files flushed after a query are seen by the next one, in a partition the first
+/// query listed and in a new one (DataFusion's file-listing cache is off).
+#[test]
+fn files_flushed_after_a_query_are_seen_by_the_next() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Server::start(dir.path(), &[]);
+    let post = |day: &str, ids: std::ops::Range<i64>| {
+        let rows: Vec<Value> = ids
+            .map(|i| {
+                json!({"message_id": format!("wamid.f{i}"), "ts": format!("{day}T10:00:00Z"),
+                       "phone": phone(i), "campaign_id": "c", "template": "promo",
+                       "category": "marketing"})
+            })
+            .collect();
+        let r = post_events(&s, "sends", &Value::Array(rows).to_string());
+        assert_eq!(r.status(), 202);
+        s.flush();
+    };
+    let sent = |group: &str| {
+        let v = get_metrics(&s, &format!("metrics=sent&group_by={group}"));
+        v["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["day"].as_str().unwrap_or("").to_owned(),
+                    r["sent"].as_i64(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    post("2026-03-02", 0..3);
+    assert_eq!(sent("day"), [("2026-03-02".to_owned(), Some(3))]);
+    post("2026-03-02", 3..5);
+    post("2026-03-04", 5..6);
+    assert_eq!(
+        sent("day"),
+        [
+            ("2026-03-02".to_owned(), Some(5)),
+            ("2026-03-04".to_owned(), Some(1))
+        ]
+    );
+}

@@ -102,6 +102,13 @@ fn session(options: &SqlOptions) -> Result<SessionContext> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit_bytes)))
         .with_disk_manager_builder(disk)
+        // DataFusion (52+) caches each table's file listing with no expiry by default;
+        // the lake gains files every flush, so every query lists them afresh (the
+        // Parquet metadata cache stays: it is keyed by path, size and mtime).
+        .with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        )
         .build_arc()
         .map_err(exec)?;
     let mut config = SessionConfig::new()
