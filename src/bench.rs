@@ -37,6 +37,9 @@ pub enum Which {
     /// An experiment's results (`GET /v1/experiments/{id}/results`) over a generated
     /// lake of a million assigned units, vs the same SQL in DuckDB.
     Experiment(crate::bench_experiment::ExperimentBench),
+    /// The sender: decisions per second for a large request against a large
+    /// suppression list, and sends per second through the Cloud API stand-in.
+    Sends(crate::bench_sends::SendsBench),
 }
 
 /// A `/proc/self/status` memory field (`VmRSS:`, `VmHWM:`), KiB.
@@ -189,6 +192,7 @@ pub async fn run(which: Which) -> Result<()> {
         } => ingest(seconds, concurrency, rounds, breakdown).await,
         Which::Metrics(args) => crate::bench_metrics::run(args).await,
         Which::Experiment(args) => crate::bench_experiment::run(args).await,
+        Which::Sends(args) => crate::bench_sends::run(args).await,
     }
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_experiment;
 mod bench_metrics;
+mod bench_sends;
 mod config;
 mod standin;
 

@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chatlake_model::tables::{AssignmentEvent, SendEvent, SendSkipEvent};
 use chatlake_model::{Event, Ts, normalize_e164};
-use chatlake_send::cloud::{Message, SendOutcome, body as cloud_body};
-use chatlake_send::outbox::{Intent, SendSpec};
+use chatlake_send::cloud::{CloudClient, Message, SendOutcome, body as cloud_body};
+use chatlake_send::outbox::{Finished, Intent, SendSpec};
 use chatlake_send::policy::{Decision, Facts, QuietHoursMode};
 use serde::Deserialize;
 use serde_json::json;
@@ -303,8 +303,12 @@ async fn last_inbound(s: &AppState, phones: &[String]) -> ApiResult<HashMap<Stri
 
 /// Starts (or resumes) the worker of one request.
 pub fn spawn_worker(s: Arc<AppState>, request_id: String, message: Message) {
+    s.workers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(request_id.clone());
     tokio::spawn(async move {
-        if let Err(e) = work(&s, &request_id, &message).await {
+        if let Err(e) = work(&s, &request_id, Arc::new(message)).await {
             tracing::error!(request_id, error = %e.message, "send worker stopped; it resumes after a restart");
         }
         s.workers
@@ -328,83 +332,167 @@ pub fn message_of(spec: &SendSpec) -> Message {
     }
 }
 
-async fn work(s: &AppState, request_id: &str, message: &Message) -> ApiResult<()> {
-    s.workers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(request_id.to_owned());
+/// Sends a request's pending intents, keeping up to `[sender] concurrency` Cloud API
+/// calls in flight. Intents are claimed (marked `calling`, durably) in batches before
+/// their calls, and the outcomes of the calls that have ended are recorded together, so
+/// one disk sync of the outbox covers many sends; each send's lake event is in the WAL
+/// before its outcome is recorded.
+async fn work(s: &Arc<AppState>, request_id: &str, message: Arc<Message>) -> ApiResult<()> {
     let Some(client) = s.cloud.clone() else {
         return Ok(());
     };
     let Some(spec) = s.store.send_spec(request_id)? else {
         return Ok(());
     };
+    let spec = Arc::new(spec);
+    let width = s.sender.concurrency.max(1);
+    let mut calls = tokio::task::JoinSet::new();
+    let mut done: Vec<Finished> = Vec::new();
+    let mut failure: Option<ApiError> = None;
     loop {
-        if let Some(due) = s.store.next_due(request_id)? {
-            let wait = due.0 - Ts::now().0;
-            if wait > 0 {
-                tokio::time::sleep(std::time::Duration::from_micros(wait as u64)).await;
+        // Record the calls that have ended and claim as many new ones, each in one
+        // outbox transaction.
+        if !done.is_empty() {
+            s.store.finish_intents(request_id, &done)?;
+            done.clear();
+        }
+        if failure.is_none() && calls.len() < width {
+            // With a rate limit, claim one recipient per slot once the slot has come:
+            // a crash then leaves no one claimed who was not being called.
+            let limit = if client.rate_limited() {
+                let due = s.store.next_due(request_id)?;
+                if due.is_some_and(|d| d <= Ts::now()) {
+                    client.take_slot().await;
+                    1
+                } else {
+                    0
+                }
+            } else {
+                width - calls.len()
+            };
+            let claimed = if limit > 0 {
+                s.store.claim_intents(request_id, Ts::now(), limit)?
+            } else {
+                Vec::new()
+            };
+            for intent in claimed {
+                let (s, client, spec, message) =
+                    (s.clone(), client.clone(), spec.clone(), message.clone());
+                let request_id = request_id.to_owned();
+                calls.spawn(async move {
+                    call(&s, &client, &request_id, &spec, &message, intent).await
+                });
             }
         }
-        let Some(intent) = s.store.claim_intent(request_id)? else {
-            break;
-        };
-        let body = cloud_body(&intent.phone, message, request_id);
-        let outcome = client.send(&intent.phone_hash, &body).await;
-        let now = Ts::now();
-        match outcome {
-            SendOutcome::Sent { wamid, .. } => {
-                s.ingestor
-                    .submit(vec![Event::Sends(SendEvent {
-                        message_id: wamid.clone(),
-                        ts: now,
-                        phone_hash: intent.phone_hash.clone(),
-                        campaign_id: spec.campaign_id.clone(),
-                        template: spec
-                            .template
-                            .clone()
-                            .unwrap_or_else(|| "free_form".to_owned()),
-                        category: spec.category.clone(),
-                        experiment_id: spec.experiment_id.clone(),
-                        arm: intent.arm.clone(),
-                        journey: None,
-                        step: None,
-                        cart_id: None,
-                        segment: None,
-                        country: None,
-                        received_at: now,
-                    })])
-                    .await?;
-                s.store
-                    .finish_intent(request_id, &intent.phone_hash, Some(&wamid), None)?;
-                if spec.category == "marketing" {
-                    s.recent_sends
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(intent.phone_hash.clone())
-                        .or_default()
-                        .push(now);
+        if calls.is_empty() {
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            match s.store.next_due(request_id)? {
+                None => return Ok(()),
+                Some(due) => {
+                    // Deferred (quiet hours): wait until the earliest is due.
+                    let wait = (due.0 - Ts::now().0).max(1_000);
+                    tokio::time::sleep(std::time::Duration::from_micros(wait as u64)).await;
+                    continue;
                 }
             }
-            SendOutcome::Failed { code, message, .. } => {
-                tracing::warn!(request_id, code, error = %message, "send failed permanently");
-                s.ingestor
-                    .submit(vec![Event::SendSkips(SendSkipEvent {
-                        request_id: request_id.to_owned(),
-                        ts: now,
-                        phone_hash: intent.phone_hash.clone(),
-                        campaign_id: spec.campaign_id.clone(),
-                        reason: "api_error".to_owned(),
-                        error_code: code,
-                        received_at: now,
-                    })])
-                    .await?;
-                s.store
-                    .finish_intent(request_id, &intent.phone_hash, None, code)?;
+        }
+        // Wait for one call to end, then take every other that has ended too.
+        let mut take = |r: Result<ApiResult<Finished>, tokio::task::JoinError>| match r {
+            Ok(Ok(f)) => done.push(f),
+            Ok(Err(e)) => failure = failure.take().or(Some(e)),
+            Err(e) => {
+                failure = failure.take().or(Some(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("a send call stopped: {e}"),
+                )))
             }
+        };
+        if let Some(r) = calls.join_next().await {
+            take(r);
+        }
+        while let Some(r) = calls.try_join_next() {
+            take(r);
         }
     }
-    Ok(())
+}
+
+/// One Cloud API call for a claimed intent, and its event (`sends` or `send_skips`) in
+/// the WAL.
+async fn call(
+    s: &AppState,
+    client: &CloudClient,
+    request_id: &str,
+    spec: &SendSpec,
+    message: &Message,
+    intent: Intent,
+) -> ApiResult<Finished> {
+    let body = cloud_body(&intent.phone, message, request_id);
+    let outcome = if client.rate_limited() {
+        client.send_in_slot(&intent.phone_hash, &body).await
+    } else {
+        client.send(&intent.phone_hash, &body).await
+    };
+    let now = Ts::now();
+    match outcome {
+        SendOutcome::Sent { wamid, .. } => {
+            s.ingestor
+                .submit(vec![Event::Sends(SendEvent {
+                    message_id: wamid.clone(),
+                    ts: now,
+                    phone_hash: intent.phone_hash.clone(),
+                    campaign_id: spec.campaign_id.clone(),
+                    template: spec
+                        .template
+                        .clone()
+                        .unwrap_or_else(|| "free_form".to_owned()),
+                    category: spec.category.clone(),
+                    experiment_id: spec.experiment_id.clone(),
+                    arm: intent.arm.clone(),
+                    journey: None,
+                    step: None,
+                    cart_id: None,
+                    segment: None,
+                    country: None,
+                    received_at: now,
+                })])
+                .await?;
+            if spec.category == "marketing" {
+                s.recent_sends
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(intent.phone_hash.clone())
+                    .or_default()
+                    .push(now);
+            }
+            Ok(Finished {
+                phone_hash: intent.phone_hash,
+                wamid: Some(wamid),
+                error_code: None,
+            })
+        }
+        SendOutcome::Failed { code, message, .. } => {
+            tracing::warn!(request_id, code, error = %message, "send failed permanently");
+            s.ingestor
+                .submit(vec![Event::SendSkips(SendSkipEvent {
+                    request_id: request_id.to_owned(),
+                    ts: now,
+                    phone_hash: intent.phone_hash.clone(),
+                    campaign_id: spec.campaign_id.clone(),
+                    reason: "api_error".to_owned(),
+                    error_code: code,
+                    received_at: now,
+                })])
+                .await?;
+            Ok(Finished {
+                phone_hash: intent.phone_hash,
+                wamid: None,
+                error_code: code,
+            })
+        }
+    }
 }
 
 /// Resumes the requests a restart interrupted.

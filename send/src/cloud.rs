@@ -115,7 +115,19 @@ impl CloudClient {
         }
     }
 
-    async fn pace(&self, recipient: &str) {
+    /// Whether calls are paced by a rate limit.
+    pub fn rate_limited(&self) -> bool {
+        self.cfg.rate_limit_per_s > 0
+    }
+
+    /// Waits for the next slot of the rate limit and takes it, for a call that starts
+    /// right after ([`CloudClient::send_in_slot`]). A sender claims a recipient only
+    /// once its slot has come, so a crash leaves no recipient claimed but not called.
+    pub async fn take_slot(&self) {
+        self.pace(None).await;
+    }
+
+    async fn pace(&self, recipient: Option<&str>) {
         if self.cfg.rate_limit_per_s > 0 {
             let step = Duration::from_secs(1) / self.cfg.rate_limit_per_s;
             let wait = {
@@ -129,6 +141,12 @@ impl CloudClient {
                 tokio::time::sleep(wait).await;
             }
         }
+        if let Some(recipient) = recipient {
+            self.pace_pair(recipient).await;
+        }
+    }
+
+    async fn pace_pair(&self, recipient: &str) {
         if !self.cfg.pair_interval.is_zero() {
             let wait = {
                 let mut last = self.last_to.lock().await;
@@ -147,6 +165,16 @@ impl CloudClient {
 
     /// Sends one message, retrying what is retryable.
     pub async fn send(&self, recipient_key: &str, body: &Value) -> SendOutcome {
+        self.send_paced(recipient_key, body, false).await
+    }
+
+    /// [`CloudClient::send`] whose first attempt uses a slot already taken with
+    /// [`CloudClient::take_slot`] (the pair interval and retries are still paced).
+    pub async fn send_in_slot(&self, recipient_key: &str, body: &Value) -> SendOutcome {
+        self.send_paced(recipient_key, body, true).await
+    }
+
+    async fn send_paced(&self, recipient_key: &str, body: &Value, slot_taken: bool) -> SendOutcome {
         let url = format!(
             "{}/{}/{}/messages",
             self.cfg.base_url.trim_end_matches('/'),
@@ -156,7 +184,11 @@ impl CloudClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.pace(recipient_key).await;
+            if attempt == 1 && slot_taken {
+                self.pace_pair(recipient_key).await;
+            } else {
+                self.pace(Some(recipient_key)).await;
+            }
             let (retryable, code, message) = match self
                 .http
                 .post(&url)

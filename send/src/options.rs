@@ -26,6 +26,10 @@ pub struct SendOptions {
     pub rate_limit_per_s: u32,
     /// Least time between two messages to one recipient (Meta's pair limit: 6 s).
     pub pair_interval_ms: u64,
+    /// Cloud API calls one send request keeps in flight at once (at least 1). The
+    /// rate limit still paces them; several in flight let the outbox and the WAL
+    /// commit many sends per disk sync.
+    pub concurrency: usize,
     /// Retries of a retryable Cloud API error after the first attempt.
     pub max_retries: u32,
     /// First retry backoff; doubles each retry, plus up to 50 % jitter.
@@ -52,6 +56,7 @@ impl Default for SendOptions {
             start_opts_in: true,
             rate_limit_per_s: 80,
             pair_interval_ms: 6_000,
+            concurrency: 16,
             max_retries: 5,
             retry_base_ms: 500,
             quiet_hours_start: "21:00".to_owned(),
@@ -76,6 +81,7 @@ impl fmt::Debug for SendOptions {
             .field("start_opts_in", &self.start_opts_in)
             .field("rate_limit_per_s", &self.rate_limit_per_s)
             .field("pair_interval_ms", &self.pair_interval_ms)
+            .field("concurrency", &self.concurrency)
             .field("max_retries", &self.max_retries)
             .field("retry_base_ms", &self.retry_base_ms)
             .field("quiet_hours_start", &self.quiet_hours_start)

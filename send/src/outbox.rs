@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS send_intents (
     PRIMARY KEY (request_id, phone_hash)
 );
 CREATE INDEX IF NOT EXISTS send_intents_state ON send_intents (state, request_id);
+-- The worker's claims and next due time: a range of one request's pending intents in
+-- due order, never a sort of all of them.
+CREATE INDEX IF NOT EXISTS send_intents_due
+    ON send_intents (request_id, state, not_before, phone_hash);
 ";
 
 /// What a send request asks for (kept with it, for the worker and after a restart).
@@ -51,6 +55,15 @@ pub struct Intent {
     pub phone: String,
     pub arm: Option<String>,
     pub not_before: Ts,
+}
+
+/// How one claimed intent ended: sent (with its `wamid`) or failed (with the Cloud
+/// API's error code, when it gave one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub phone_hash: String,
+    pub wamid: Option<String>,
+    pub error_code: Option<i64>,
 }
 
 /// Counts of one request.
@@ -135,36 +148,45 @@ impl Store {
         .transpose()
     }
 
-    /// The next pending intent of a request (earliest `not_before`), marked `calling`
-    /// in the same transaction: the record that it may be sent exists before the call.
-    pub fn claim_intent(&self, request_id: &str) -> Result<Option<Intent>> {
+    /// Up to `limit` pending intents of a request that are due at `now` (earliest
+    /// `not_before` first), marked `calling` in the same transaction: the record that
+    /// they may be sent exists before the call.
+    pub fn claim_intents(&self, request_id: &str, now: Ts, limit: usize) -> Result<Vec<Intent>> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(op("claiming an intent"))?;
-        let row = tx
-            .query_row(
-                "SELECT phone_hash, phone, arm, not_before FROM send_intents
-                 WHERE request_id = ?1 AND state = 'pending' ORDER BY not_before, phone_hash LIMIT 1",
-                params![request_id],
-                |r| {
+        let tx = conn.transaction().map_err(op("claiming intents"))?;
+        let rows = {
+            let mut q = tx
+                .prepare_cached(
+                    "SELECT phone_hash, phone, arm, not_before FROM send_intents
+                     WHERE request_id = ?1 AND state = 'pending' AND not_before <= ?2
+                     ORDER BY not_before, phone_hash LIMIT ?3",
+                )
+                .map_err(op("claiming intents"))?;
+            let rows = q
+                .query_map(params![request_id, now.0, limit as i64], |r| {
                     Ok(Intent {
                         phone_hash: r.get(0)?,
                         phone: r.get(1)?,
                         arm: r.get(2)?,
                         not_before: Ts(r.get(3)?),
                     })
-                },
-            )
-            .optional()
-            .map_err(op("claiming an intent"))?;
-        if let Some(i) = &row {
-            tx.execute(
-                "UPDATE send_intents SET state = 'calling' WHERE request_id = ?1 AND phone_hash = ?2",
-                params![request_id, i.phone_hash],
-            )
-            .map_err(op("claiming an intent"))?;
-        }
-        tx.commit().map_err(op("claiming an intent"))?;
-        Ok(row)
+                })
+                .map_err(op("claiming intents"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(op("claiming intents"))?;
+            let mut mark = tx
+                .prepare_cached(
+                    "UPDATE send_intents SET state = 'calling' WHERE request_id = ?1 AND phone_hash = ?2",
+                )
+                .map_err(op("claiming intents"))?;
+            for i in &rows {
+                mark.execute(params![request_id, i.phone_hash])
+                    .map_err(op("claiming intents"))?;
+            }
+            rows
+        };
+        tx.commit().map_err(op("claiming intents"))?;
+        Ok(rows)
     }
 
     /// The earliest `not_before` of a request's pending intents.
@@ -180,22 +202,31 @@ impl Store {
         Ok(t.map(Ts))
     }
 
-    /// Records how an intent ended.
-    pub fn finish_intent(
-        &self,
-        request_id: &str,
-        phone_hash: &str,
-        wamid: Option<&str>,
-        error_code: Option<i64>,
-    ) -> Result<()> {
-        let state = if wamid.is_some() { "sent" } else { "failed" };
-        self.conn()
-            .execute(
-                "UPDATE send_intents SET state = ?3, wamid = ?4, error_code = ?5
-                 WHERE request_id = ?1 AND phone_hash = ?2",
-                params![request_id, phone_hash, state, wamid, error_code],
-            )
-            .map_err(op("finishing an intent"))?;
+    /// Records how intents ended, in one transaction: `(phone_hash, wamid, error
+    /// code)`, sent when a `wamid` came back, failed otherwise.
+    pub fn finish_intents(&self, request_id: &str, done: &[Finished]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(op("finishing intents"))?;
+        {
+            let mut q = tx
+                .prepare_cached(
+                    "UPDATE send_intents SET state = ?3, wamid = ?4, error_code = ?5
+                     WHERE request_id = ?1 AND phone_hash = ?2",
+                )
+                .map_err(op("finishing intents"))?;
+            for f in done {
+                let state = if f.wamid.is_some() { "sent" } else { "failed" };
+                q.execute(params![
+                    request_id,
+                    f.phone_hash,
+                    state,
+                    f.wamid,
+                    f.error_code
+                ])
+                .map_err(op("finishing intents"))?;
+            }
+        }
+        tx.commit().map_err(op("finishing intents"))?;
         Ok(())
     }
 
@@ -305,12 +336,22 @@ mod tests {
                 &BTreeMap::from([("holdout".into(), 2)]),
             )
             .expect("create");
-            let first = s.claim_intent("r1").expect("claim").expect("one");
-            assert_eq!(first.phone_hash, "h0");
-            s.finish_intent("r1", "h0", Some("wamid.1"), None)
-                .expect("finish");
-            let second = s.claim_intent("r1").expect("claim").expect("one");
-            assert_eq!(second.phone_hash, "h1");
+            // Only intents due by `now` are claimed, earliest first, at most `limit`.
+            let first = s.claim_intents("r1", Ts(0), 5).expect("claim");
+            assert_eq!(first.len(), 1);
+            assert_eq!(first[0].phone_hash, "h0");
+            s.finish_intents(
+                "r1",
+                &[Finished {
+                    phone_hash: "h0".into(),
+                    wamid: Some("wamid.1".into()),
+                    error_code: None,
+                }],
+            )
+            .expect("finish");
+            let second = s.claim_intents("r1", Ts(9), 1).expect("claim");
+            assert_eq!(second.len(), 1);
+            assert_eq!(second[0].phone_hash, "h1");
             // crash here: h1 is `calling`
         }
         let s = Store::open(&path).expect("reopen");
@@ -318,11 +359,17 @@ mod tests {
         let p = s.send_progress("r1").expect("progress").expect("exists");
         assert_eq!((p.queued, p.sent, p.unknown, p.open), (3, 1, 1, 1));
         assert_eq!(p.skipped["holdout"], 2);
+        assert_eq!(s.next_due("r1").expect("due"), Some(Ts(2)));
+        assert_eq!(s.claim_intents("r1", Ts(1), 5).expect("claim"), vec![]);
+        let last = s.claim_intents("r1", Ts(2), 5).expect("claim");
         assert_eq!(
-            s.claim_intent("r1").expect("claim").map(|i| i.phone_hash),
-            Some("h2".into())
+            last.iter()
+                .map(|i| i.phone_hash.as_str())
+                .collect::<Vec<_>>(),
+            vec!["h2"]
         );
-        assert_eq!(s.claim_intent("r1").expect("claim"), None);
+        assert_eq!(s.claim_intents("r1", Ts(9), 5).expect("claim"), vec![]);
+        assert_eq!(s.next_due("r1").expect("due"), None);
         assert_eq!(s.send_progress("nope").expect("progress"), None);
     }
 }
