@@ -44,7 +44,12 @@ pub enum Which {
 
 /// A `/proc/self/status` memory field (`VmRSS:`, `VmHWM:`), KiB.
 pub(crate) fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_status_kib("self", field)
+}
+
+/// A memory field of `/proc/<pid>/status` (`pid` may be `self`), KiB; 0 if unreadable.
+pub(crate) fn proc_status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

@@ -261,15 +261,7 @@ fn requests(from: Option<&str>, to: Option<&str>) -> Result<Vec<MetricsRequest>>
 
 /// Peak resident memory of this process (VmHWM), MiB.
 pub(crate) fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    crate::bench::rss_kib("VmHWM:") as f64 / 1024.0
 }
 
 pub(crate) fn reset_peak_rss() {

@@ -74,17 +74,6 @@ fn phone(i: usize) -> String {
     format!("+4915{:09}", i)
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 async fn post(
     http: &reqwest::Client,
     url: String,
@@ -336,7 +325,10 @@ pub async fn run(args: SendsBench) -> Result<()> {
         drate,
         srate / drate
     );
-    println!("server peak RSS {} MiB", vm_hwm_kib(pid) / 1024);
+    println!(
+        "server peak RSS {} MiB",
+        crate::bench::proc_status_kib(&pid.to_string(), "VmHWM:") / 1024
+    );
     drop(server);
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);

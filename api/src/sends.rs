@@ -333,8 +333,8 @@ pub fn message_of(spec: &SendSpec) -> Message {
 }
 
 /// Sends a request's pending intents, keeping up to `[sender] concurrency` Cloud API
-/// calls in flight. Intents are claimed (marked `calling`, durably) in batches before
-/// their calls, and the outcomes of the calls that have ended are recorded together, so
+/// calls in flight. Intents are claimed (marked `calling`, durably) before their calls,
+/// in batches when no rate limit paces them, and the outcomes of the calls that have ended are recorded together, so
 /// one disk sync of the outbox covers many sends; each send's lake event is in the WAL
 /// before its outcome is recorded.
 async fn work(s: &Arc<AppState>, request_id: &str, message: Arc<Message>) -> ApiResult<()> {
@@ -356,26 +356,22 @@ async fn work(s: &Arc<AppState>, request_id: &str, message: Arc<Message>) -> Api
             s.store.finish_intents(request_id, &done)?;
             done.clear();
         }
-        if failure.is_none() && calls.len() < width {
-            // With a rate limit, claim one recipient per slot once the slot has come:
-            // a crash then leaves no one claimed who was not being called.
+        // Claim only recipients whose call can start now: with a rate limit, one per
+        // slot once the slot has come, so a crash leaves no one claimed who was not
+        // being called; without one, as many as there is room for.
+        if failure.is_none()
+            && calls.len() < width
+            && s.store
+                .next_due(request_id)?
+                .is_some_and(|d| d <= Ts::now())
+        {
             let limit = if client.rate_limited() {
-                let due = s.store.next_due(request_id)?;
-                if due.is_some_and(|d| d <= Ts::now()) {
-                    client.take_slot().await;
-                    1
-                } else {
-                    0
-                }
+                1
             } else {
                 width - calls.len()
             };
-            let claimed = if limit > 0 {
-                s.store.claim_intents(request_id, Ts::now(), limit)?
-            } else {
-                Vec::new()
-            };
-            for intent in claimed {
+            client.take_slot().await;
+            for intent in s.store.claim_intents(request_id, Ts::now(), limit)? {
                 let (s, client, spec, message) =
                     (s.clone(), client.clone(), spec.clone(), message.clone());
                 let request_id = request_id.to_owned();
@@ -430,11 +426,7 @@ async fn call(
     intent: Intent,
 ) -> ApiResult<Finished> {
     let body = cloud_body(&intent.phone, message, request_id);
-    let outcome = if client.rate_limited() {
-        client.send_in_slot(&intent.phone_hash, &body).await
-    } else {
-        client.send(&intent.phone_hash, &body).await
-    };
+    let outcome = client.send(&intent.phone_hash, &body).await;
     let now = Ts::now();
     match outcome {
         SendOutcome::Sent { wamid, .. } => {

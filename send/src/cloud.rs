@@ -120,14 +120,11 @@ impl CloudClient {
         self.cfg.rate_limit_per_s > 0
     }
 
-    /// Waits for the next slot of the rate limit and takes it, for a call that starts
-    /// right after ([`CloudClient::send_in_slot`]). A sender claims a recipient only
-    /// once its slot has come, so a crash leaves no recipient claimed but not called.
+    /// Waits for the next slot of the rate limit and takes it, for the first attempt
+    /// of the [`CloudClient::send`] that follows (no wait without a rate limit). A
+    /// sender claims a recipient only once its slot has come, so a crash leaves no
+    /// recipient claimed but not called.
     pub async fn take_slot(&self) {
-        self.pace(None).await;
-    }
-
-    async fn pace(&self, recipient: Option<&str>) {
         if self.cfg.rate_limit_per_s > 0 {
             let step = Duration::from_secs(1) / self.cfg.rate_limit_per_s;
             let wait = {
@@ -140,9 +137,6 @@ impl CloudClient {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-        }
-        if let Some(recipient) = recipient {
-            self.pace_pair(recipient).await;
         }
     }
 
@@ -163,18 +157,10 @@ impl CloudClient {
         }
     }
 
-    /// Sends one message, retrying what is retryable.
+    /// Sends one message, retrying what is retryable. The first attempt uses the slot
+    /// the caller took with [`CloudClient::take_slot`]; each retry takes its own. Every
+    /// attempt keeps the pair interval to the recipient.
     pub async fn send(&self, recipient_key: &str, body: &Value) -> SendOutcome {
-        self.send_paced(recipient_key, body, false).await
-    }
-
-    /// [`CloudClient::send`] whose first attempt uses a slot already taken with
-    /// [`CloudClient::take_slot`] (the pair interval and retries are still paced).
-    pub async fn send_in_slot(&self, recipient_key: &str, body: &Value) -> SendOutcome {
-        self.send_paced(recipient_key, body, true).await
-    }
-
-    async fn send_paced(&self, recipient_key: &str, body: &Value, slot_taken: bool) -> SendOutcome {
         let url = format!(
             "{}/{}/{}/messages",
             self.cfg.base_url.trim_end_matches('/'),
@@ -184,11 +170,10 @@ impl CloudClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            if attempt == 1 && slot_taken {
-                self.pace_pair(recipient_key).await;
-            } else {
-                self.pace(Some(recipient_key)).await;
+            if attempt > 1 {
+                self.take_slot().await;
             }
+            self.pace_pair(recipient_key).await;
             let (retryable, code, message) = match self
                 .http
                 .post(&url)

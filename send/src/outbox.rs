@@ -202,8 +202,8 @@ impl Store {
         Ok(t.map(Ts))
     }
 
-    /// Records how intents ended, in one transaction: `(phone_hash, wamid, error
-    /// code)`, sent when a `wamid` came back, failed otherwise.
+    /// Records how intents ended, in one transaction: `sent` when a `wamid` came back,
+    /// `failed` otherwise.
     pub fn finish_intents(&self, request_id: &str, done: &[Finished]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(op("finishing intents"))?;
