@@ -73,6 +73,26 @@ struct Load {
     errors: u64,
     latencies_us: Vec<u32>,
     elapsed: Duration,
+    /// CPU time of this process (all threads, user + system) during the load.
+    cpu: Duration,
+}
+
+/// CPU time used so far by this process, all threads (user + system), from
+/// `/proc/self/stat`; zero if unreadable. Unlike wall-clock rates, CPU per request does
+/// not move with time the hypervisor steals from this machine.
+pub(crate) fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Duration::from_millis(ticks * 10)
 }
 
 async fn one_connection(
@@ -150,6 +170,7 @@ async fn drive(
     let reqs = Arc::new(reqs);
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let tasks: Vec<_> = (0..conns)
         .map(|c| tokio::spawn(one_connection(addr, reqs.clone(), c * 311, stop.clone())))
         .collect();
@@ -163,6 +184,7 @@ async fn drive(
         load.latencies_us.extend(lat);
     }
     load.elapsed = start.elapsed();
+    load.cpu = process_cpu().saturating_sub(cpu_start);
     load.latencies_us.sort_unstable();
     Ok(load)
 }
@@ -174,6 +196,7 @@ fn merge(loads: Vec<Load>) -> Load {
         all.requests += l.requests;
         all.errors += l.errors;
         all.elapsed += l.elapsed;
+        all.cpu += l.cpu;
         all.latencies_us.extend(l.latencies_us);
     }
     all.latencies_us.sort_unstable();
@@ -335,28 +358,27 @@ async fn ingest(seconds: u64, concurrency: usize, rounds: usize, breakdown: bool
     let (b, c) = (merge(all_b), merge(all_c));
     let p = (!all_p.is_empty()).then(|| merge(all_p));
     let (rb, rc) = (rate(&b), rate(&c));
-    println!("target            req/s    p50 ms   p99 ms   errors");
-    println!(
-        "bare axum     {rb:>10.0} {:>8.2} {:>8.2} {:>8}",
-        pct(&b.latencies_us, 0.5),
-        pct(&b.latencies_us, 0.99),
-        b.errors
-    );
-    println!(
-        "chatlake      {rc:>10.0} {:>8.2} {:>8.2} {:>8}",
-        pct(&c.latencies_us, 0.5),
-        pct(&c.latencies_us, 0.99),
-        c.errors
-    );
-    if let Some(p) = &p {
+    println!("target            req/s    p50 ms   p99 ms   errors   CPU µs/req");
+    let cpu_per = |l: &Load| l.cpu.as_secs_f64() * 1e6 / (l.requests.max(1) as f64);
+    let row = |name: &str, l: &Load| {
         println!(
-            "parse, no WAL {:>10.0} {:>8.2} {:>8.2} {:>8}",
-            rate(p),
-            pct(&p.latencies_us, 0.5),
-            pct(&p.latencies_us, 0.99),
-            p.errors
-        );
+            "{name:<13} {:>10.0} {:>8.2} {:>8.2} {:>8} {:>12.1}",
+            rate(l),
+            pct(&l.latencies_us, 0.5),
+            pct(&l.latencies_us, 0.99),
+            l.errors,
+            cpu_per(l)
+        )
+    };
+    row("bare axum", &b);
+    row("chatlake", &c);
+    if let Some(p) = &p {
+        row("parse, no WAL", p);
     }
+    println!(
+        "CPU per request (this process, client included): bare/chatlake {:.2}",
+        cpu_per(&b) / cpu_per(&c).max(f64::MIN_POSITIVE)
+    );
     if rounds > 1 {
         ratios.sort_by(f64::total_cmp);
         println!(

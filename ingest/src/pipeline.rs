@@ -24,6 +24,90 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+/// First byte of a WAL record in the binary encoding (version 1). Records written
+/// before it are JSON arrays and start with `[`; both are read back.
+const RECORD_BINARY_V1: u8 = 0xB1;
+
+/// Writes or reads each event variant's row as `tag byte, postcard row` (postcard needs
+/// no field names; it cannot decode serde's adjacently tagged `Event` itself).
+macro_rules! event_rows {
+    ($($variant:ident = $tag:literal: $row:ty),* $(,)?) => {
+        fn encode_event(e: &Event, out: Vec<u8>) -> std::result::Result<Vec<u8>, postcard::Error> {
+            match e {
+                $(Event::$variant(r) => {
+                    let mut out = out;
+                    out.push($tag);
+                    postcard::to_extend(r, out)
+                })*
+            }
+        }
+
+        fn decode_event(b: &[u8]) -> std::result::Result<(Event, &[u8]), String> {
+            match b.split_first() {
+                $(Some((&$tag, rest)) => postcard::take_from_bytes::<$row>(rest)
+                    .map(|(r, rest)| (Event::$variant(r), rest))
+                    .map_err(|e| e.to_string()),)*
+                Some((t, _)) => Err(format!("unknown event tag {t}")),
+                None => Err("record ends early".to_owned()),
+            }
+        }
+    };
+}
+
+event_rows!(
+    Sends = 0: chatlake_model::tables::SendEvent,
+    Statuses = 1: chatlake_model::tables::StatusEvent,
+    Inbound = 2: chatlake_model::tables::InboundEvent,
+    Clicks = 3: chatlake_model::tables::ClickEvent,
+    Orders = 4: chatlake_model::tables::OrderEvent,
+    Carts = 5: chatlake_model::tables::CartEvent,
+    Cases = 6: chatlake_model::tables::CaseEvent,
+    Consent = 7: chatlake_model::tables::ConsentEvent,
+    Assignments = 8: chatlake_model::tables::AssignmentEvent,
+    SendSkips = 9: chatlake_model::tables::SendSkipEvent,
+);
+
+/// One request's events as a WAL record: the version byte, the number of events (u32
+/// LE), then each event as a tag byte and its row in postcard (the structs' field order,
+/// varints): a third of the JSON's size (154 vs 458 bytes for one status webhook),
+/// and cheaper to write and read.
+fn encode_record(events: &[Event]) -> std::result::Result<Vec<u8>, postcard::Error> {
+    let mut out = Vec::with_capacity(8 + 224 * events.len());
+    out.push(RECORD_BINARY_V1);
+    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for e in events {
+        out = encode_event(e, out)?;
+    }
+    Ok(out)
+}
+
+/// The events of a WAL record in either encoding.
+fn decode_record(payload: &[u8]) -> std::result::Result<Vec<Event>, String> {
+    match payload.first() {
+        Some(&RECORD_BINARY_V1) => {
+            let n = payload
+                .get(1..5)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or("record ends early")?;
+            let mut rest = &payload[5..];
+            // Every event takes at least two bytes: a corrupt count cannot allocate much.
+            let mut events = Vec::with_capacity(n.min(rest.len() / 2));
+            for _ in 0..n {
+                let (e, r) = decode_event(rest)?;
+                events.push(e);
+                rest = r;
+            }
+            if !rest.is_empty() {
+                return Err(format!("{} bytes after the events", rest.len()));
+            }
+            Ok(events)
+        }
+        Some(b'[') => serde_json::from_slice(payload).map_err(|e| e.to_string()),
+        Some(b) => Err(format!("unknown record encoding 0x{b:02x}")),
+        None => Err("empty record".to_owned()),
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -141,14 +225,13 @@ impl Ingestor {
         let intent = read_json::<FlushIntent>(&wal_dir.join("flush-intent.json"))?;
         let mut pending: Vec<(u64, Vec<Event>)> = Vec::new();
         for r in records.into_iter().filter(|r| r.seq > checkpoint) {
-            let events: Vec<Event> =
-                serde_json::from_slice(&r.payload).map_err(|e| Error::ReadWal {
-                    path: wal_dir.to_owned(),
-                    message: format!(
-                        "record {} does not decode ({e}); was it written by a newer chatlake?",
-                        r.seq
-                    ),
-                })?;
+            let events = decode_record(&r.payload).map_err(|message| Error::ReadWal {
+                path: wal_dir.to_owned(),
+                message: format!(
+                    "record {} does not decode ({message}); was it written by a newer chatlake?",
+                    r.seq
+                ),
+            })?;
             pending.push((r.seq, events));
         }
         let shared = Arc::new(Shared {
@@ -243,7 +326,7 @@ impl Ingestor {
         if events.is_empty() {
             return Ok(0);
         }
-        let payload = serde_json::to_vec(&events).map_err(|e| Error::InvalidBody {
+        let payload = encode_record(&events).map_err(|e| Error::InvalidBody {
             message: e.to_string(),
         })?;
         let tx = lock(&self.tx).clone().ok_or(Error::ShuttingDown)?;
@@ -559,4 +642,78 @@ async fn write_flush(
     }
     .await;
     (events, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::DataType;
+    use chatlake_model::Table;
+
+    /// One event per table with every column set (`null_optional`: every nullable one
+    /// NULL), built from the table's schema so that a new column is covered at once.
+    fn every_table(null_optional: bool) -> Vec<Event> {
+        Table::ALL
+            .iter()
+            .map(|t| {
+                let mut row = serde_json::Map::new();
+                for (i, f) in t.schema().fields().iter().enumerate() {
+                    let v = if null_optional && f.is_nullable() {
+                        serde_json::Value::Null
+                    } else {
+                        match f.data_type() {
+                            DataType::Utf8 => format!("{}-{i}-é\"\\", f.name()).into(),
+                            DataType::Int64 => serde_json::json!(-(1_i64 << 60) + i as i64),
+                            DataType::Float64 => serde_json::json!(12.25 + i as f64),
+                            DataType::Boolean => serde_json::json!(i % 2 == 0),
+                            DataType::Timestamp(..) => {
+                                serde_json::json!(1_767_225_600_000_000_i64 + i as i64)
+                            }
+                            other => panic!("no sample for {other:?}"),
+                        }
+                    };
+                    row.insert(f.name().clone(), v);
+                }
+                serde_json::from_value(serde_json::json!({"table": t.name(), "row": row}))
+                    .expect("sample event")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_table_round_trips_through_a_binary_record() {
+        for null_optional in [false, true] {
+            let events = every_table(null_optional);
+            assert_eq!(events.len(), Table::ALL.len());
+            let rec = encode_record(&events).expect("encode");
+            assert_eq!(rec[0], RECORD_BINARY_V1);
+            let json = serde_json::to_vec(&events).expect("json");
+            assert!(rec.len() < json.len(), "{} vs {}", rec.len(), json.len());
+            assert_eq!(decode_record(&rec).expect("decode"), events);
+        }
+    }
+
+    #[test]
+    fn json_records_from_earlier_versions_still_decode() {
+        let events = every_table(false);
+        let json = serde_json::to_vec(&events).expect("json");
+        assert_eq!(decode_record(&json).expect("decode"), events);
+    }
+
+    #[test]
+    fn broken_records_are_errors_not_panics() {
+        let rec = encode_record(&every_table(false)).expect("encode");
+        for cut in [1, 2, rec.len() / 2, rec.len() - 1] {
+            assert!(decode_record(&rec[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = rec.clone();
+        longer.push(0);
+        assert!(
+            decode_record(&longer)
+                .unwrap_err()
+                .contains("after the events")
+        );
+        assert!(decode_record(&[0x07, 1, 2]).unwrap_err().contains("0x07"));
+        assert!(decode_record(&[]).is_err());
+    }
 }
