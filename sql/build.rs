@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read when the script runs, not baked in when it is compiled: a target dir shared
+    // by two checkouts (CI's cache) would otherwise read the other checkout's files.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir);
     let mut out = String::new();
     for dir in ["views", "units", "metrics", "experiments", "suppressions"] {
         println!("cargo::rerun-if-changed={dir}");

@@ -328,7 +328,7 @@ pub(crate) fn duckdb_run(
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         "memory_limit_bytes": memory_limit_bytes,
     });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/duckdb_metrics.py");
+    let script = crate::source_dir().join("bench/duckdb_metrics.py");
     let spec_file = lake.join("duckdb-spec.json");
     std::fs::write(&spec_file, spec.to_string())?;
     let out = std::process::Command::new(py)

@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn example_config_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let path = crate::source_dir().join("config/example.toml");
         let c = load(Some(&path), Vec::<(String, String)>::new()).expect("example.toml parses");
         assert_eq!(c.server.bind, "127.0.0.1:8080");
     }

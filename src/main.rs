@@ -112,6 +112,15 @@ impl Runtime {
     }
 }
 
+/// The source tree: cargo's `CARGO_MANIFEST_DIR` when run by cargo (tests, `cargo
+/// run`), else the folder this binary was built from (the benches' helper scripts and
+/// `config/example.toml` live there).
+pub(crate) fn source_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CHATLAKE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 
 const BASE: i64 = 1_772_409_600; // 2026-03-02T00:00:00Z, a Monday
 
@@ -224,7 +223,7 @@ fn metrics_agree_with_an_independent_duckdb_implementation() {
     post_workload(&s);
 
     let out = std::process::Command::new(python())
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/metrics_duckdb.py"))
+        .arg(manifest_dir().join("tests/python/metrics_duckdb.py"))
         .arg(s.data.join("lake"))
         .output()
         .expect("run python");
@@ -332,6 +331,42 @@ fn metrics_agree_with_an_independent_duckdb_implementation() {
         "{} of {compared} figures differ:\n{}",
         mismatches.len(),
         mismatches.join("\n")
+    );
+
+    // The same figures when nothing computed once per request may stay in memory (every
+    // view and unit recomputed where it is read): a second server over the same lake.
+    let dir2 = tempfile::tempdir().expect("tmp");
+    let lake_url = format!("file://{}", s.data.join("lake").display());
+    let s2 = Server::start(
+        dir2.path(),
+        &[
+            ("CHATLAKE_LAKE_URL", &lake_url),
+            ("CHATLAKE_SQL__MATERIALISE_LIMIT_BYTES", "0"),
+        ],
+    );
+    for q in [
+        format!("metrics={}&group_by=day,campaign_id", names.join(",")),
+        "metrics=cases_resolved,fcr&group_by=day".to_owned(),
+    ] {
+        let (kept, recomputed) = (get_metrics(&s, &q), get_metrics(&s2, &q));
+        let (a, b) = (
+            kept["rows"].as_array().expect("rows"),
+            recomputed["rows"].as_array().expect("rows"),
+        );
+        assert!(!a.is_empty());
+        assert_eq!(a.len(), b.len(), "{q}");
+        for (x, y) in a.iter().zip(b) {
+            let (x, y) = (x.as_object().expect("row"), y.as_object().expect("row"));
+            assert_eq!(x.len(), y.len(), "{q}");
+            for (k, v) in x {
+                assert!(close(v, &y[k]), "{q}: {k} {v} kept vs {} recomputed", y[k]);
+            }
+        }
+    }
+    let log = std::fs::read_to_string(&s2.log).expect("log");
+    assert!(
+        log.contains("recomputed as a view"),
+        "the second server kept its views in memory after all"
     );
 }
 

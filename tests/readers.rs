@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 
 #[test]
 fn duckdb_polars_and_pyarrow_read_the_lake() {
@@ -47,7 +46,7 @@ fn duckdb_polars_and_pyarrow_read_the_lake() {
         "statuses": {"rows": rows(&s.data, "statuses"), "dates": status_dates},
     });
     assert!(rows(&s.data, "statuses") >= 3);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_lake.py");
+    let script = manifest_dir().join("tests/python/read_lake.py");
     let out = std::process::Command::new(python())
         .arg(script)
         .arg(s.data.join("lake"))

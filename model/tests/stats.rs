@@ -9,12 +9,21 @@ use std::path::PathBuf;
 
 // ------------------------------------------------------------------ the scipy reference
 
+/// The package's folder, as cargo gives it to the running test (the compiled-in
+/// `env!` value would be another checkout's if two share one target dir, as CI's cache
+/// and a work tree do).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The Python that runs the reference: `CHATLAKE_PYTHON`, else the repository's `.venv`.
 fn python() -> PathBuf {
     if let Ok(p) = std::env::var("CHATLAKE_PYTHON") {
         return PathBuf::from(p);
     }
-    let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"));
+    let venv = manifest_dir().join("../.venv/bin/python");
     assert!(
         venv.exists(),
         "no Python with scipy/statsmodels at {}: run ./scripts/test.sh (it creates .venv) or set CHATLAKE_PYTHON",
@@ -24,13 +33,11 @@ fn python() -> PathBuf {
 }
 
 fn reference() -> Vec<Value> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/python/stats_scipy.py"
-    );
+    let path = manifest_dir().join("../tests/python/stats_scipy.py");
+    let script = path.display();
     let py = python();
     let out = std::process::Command::new(&py)
-        .arg(script)
+        .arg(&path)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} {script}: {e}", py.display()));
     assert!(

@@ -354,8 +354,8 @@ impl Engine {
     }
 
     /// Computes `sql` into memory as the table `name` of `ctx`, reserved in `kept`, when
-    /// it fits in half the pool (so the statements keep room to sort and spill); else
-    /// registers it as a view.
+    /// it fits in [`SqlOptions::materialise_limit`] (half the pool by default, so the
+    /// statements keep room to sort and spill); else registers it as a view.
     pub(crate) async fn materialise(
         &self,
         ctx: &SessionContext,
@@ -368,10 +368,8 @@ impl Engine {
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(df_err)?;
         let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
-        if kept.size() + bytes > self.options.memory_limit_bytes / 2
-            || kept.try_grow(bytes).is_err()
-        {
-            tracing::debug!(name = %name, bytes, "not kept in memory: over the pool");
+        if kept.size() + bytes > self.options.materialise_limit() || kept.try_grow(bytes).is_err() {
+            tracing::debug!(name = %name, bytes, "not kept in memory: over the limit; recomputed as a view");
             drop(batches);
             return register_view(ctx, name, sql, &self.options).await;
         }

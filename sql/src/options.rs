@@ -16,6 +16,11 @@ pub struct SqlOptions {
     /// Memory pool shared by all running queries; sorts, aggregates and joins spill to
     /// disk beyond it, and a query that still cannot fit fails with 400.
     pub memory_limit_bytes: usize,
+    /// Most memory `/v1/metrics` may hold in the views and units it computes once per
+    /// request (default: half of `memory_limit_bytes`, so the statements keep room to
+    /// sort and spill). One that does not fit is not kept: it is recomputed where it
+    /// is read, which costs time, not correctness.
+    pub materialise_limit_bytes: Option<usize>,
     /// Folder for spill files (default: the system temporary folder).
     pub spill_dir: Option<std::path::PathBuf>,
     /// Parallelism of one query (0: the number of cores).
@@ -51,6 +56,7 @@ impl Default for SqlOptions {
             query_timeout_ms: 30_000,
             max_result_rows: 1_000_000,
             memory_limit_bytes: 2 << 30,
+            materialise_limit_bytes: None,
             spill_dir: None,
             target_partitions: 0,
             click_window_s: 7 * DAY_S,
@@ -67,6 +73,13 @@ impl Default for SqlOptions {
 }
 
 impl SqlOptions {
+    /// What `/v1/metrics` may keep in memory per request: `materialise_limit_bytes`,
+    /// never more than half the pool.
+    pub fn materialise_limit(&self) -> usize {
+        let half = self.memory_limit_bytes / 2;
+        self.materialise_limit_bytes.map_or(half, |l| l.min(half))
+    }
+
     /// The SQL expression of a unit's cohort time `ts` on the wall clock of
     /// `time_zone` (plain `ts` for UTC, so the statements stay portable).
     pub fn local_ts(&self) -> String {

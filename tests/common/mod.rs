@@ -22,7 +22,7 @@ pub fn python() -> PathBuf {
     if let Ok(p) = std::env::var("CHATLAKE_PYTHON") {
         return PathBuf::from(p);
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let venv = manifest_dir().join(".venv/bin/python");
     assert!(
         venv.exists(),
         "no Python with duckdb/polars/pyarrow: run ./scripts/test.sh (it creates .venv) or set CHATLAKE_PYTHON"
@@ -30,8 +30,17 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// The package's folder, as cargo gives it to the running test (the compiled-in
+/// `env!` value would be another checkout's if two share one target dir, as CI's cache
+/// and a work tree do).
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    manifest_dir().join("tests/fixtures")
 }
 
 pub struct Server {
