@@ -5,7 +5,7 @@
 //! day's metrics in a 30-day and a 180-day lake (partition pruning).
 
 use anyhow::{Context, Result, bail};
-use chatlake_ingest::lake::{encode_parquet, writer_properties};
+use chatlake_ingest::lake::{EnabledStatistics, Layout, encode_parquet};
 use chatlake_model::Ts;
 use chatlake_model::tables::{
     CartEvent, CaseEvent, ClickEvent, InboundEvent, OrderEvent, SendEvent, StatusEvent,
@@ -40,6 +40,7 @@ fn generate(
     root: &Path,
     days: i64,
     per_day: u64,
+    layout: &Layout,
     bar: &indicatif::ProgressBar,
 ) -> Result<(u64, u64)> {
     let phones = (per_day * days as u64 / 8).max(100);
@@ -197,7 +198,7 @@ fn generate(
                     let batch = <$ty>::to_batch(&list)?;
                     let rel = chatlake_model::lake::data_file($table, date, &format!("bench-{d}"));
                     let ts_idx = batch.schema().index_of("ts").ok();
-                    let enc = encode_parquet(&[batch], writer_properties(1, ts_idx), &rel)?;
+                    let enc = encode_parquet(&[batch], layout.writer_properties(ts_idx), &rel)?;
                     let path = root.join(&rel);
                     std::fs::create_dir_all(path.parent().context("parent")?)?;
                     std::fs::write(&path, &enc)?;
@@ -218,8 +219,17 @@ fn generate(
 }
 
 /// A lake generated once per shape and kept (generation is not what is measured).
-fn lake(base: &Path, days: i64, per_day: u64) -> Result<PathBuf> {
-    let dir = base.join(format!("lake-{days}d-{per_day}"));
+fn lake(base: &Path, days: i64, per_day: u64, layout: &Layout) -> Result<PathBuf> {
+    let mut name = format!("lake-{days}d-{per_day}");
+    if *layout != Layout::default() {
+        name += &format!(
+            "-rg{}-zstd{}-{}",
+            layout.row_group_rows,
+            layout.zstd_level,
+            format!("{:?}", layout.statistics).to_lowercase()
+        );
+    }
+    let dir = base.join(name);
     let done = dir.join("generated.ok");
     if done.exists() {
         return Ok(dir);
@@ -233,7 +243,7 @@ fn lake(base: &Path, days: i64, per_day: u64) -> Result<PathBuf> {
     );
     bar.set_message(format!("{days} days x {per_day} sends"));
     let t = Instant::now();
-    let (rows, bytes) = generate(&dir, days, per_day, &bar)?;
+    let (rows, bytes) = generate(&dir, days, per_day, layout, &bar)?;
     bar.finish_and_clear();
     println!(
         "generated {} ({rows} rows, {:.0} MiB) in {:.1} s",
@@ -371,6 +381,20 @@ pub struct MetricsArgs {
     /// Memory pool of DataFusion and DuckDB's memory_limit, in MiB.
     #[arg(long, default_value_t = 2048)]
     memory_limit_mib: usize,
+    /// Lake layout to generate and measure: most rows per row group (the lake's
+    /// default: 1048576).
+    #[arg(long, default_value_t = 1 << 20)]
+    row_group_rows: usize,
+    /// Lake layout: zstd level (the lake's default: 1).
+    #[arg(long, default_value_t = 1)]
+    zstd_level: i32,
+    /// Lake layout: min/max statistics per `page` (with the page index), per `chunk`,
+    /// or `none` (the lake's default: page).
+    #[arg(long, default_value = "page")]
+    statistics: String,
+    /// Skip the partition-pruning part (one day in a 30- vs a 180-day lake).
+    #[arg(long)]
+    no_pruning: bool,
 }
 
 /// `chatlake bench metrics`.
@@ -383,7 +407,21 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
         dir,
         python: python_path,
         memory_limit_mib,
+        row_group_rows,
+        zstd_level,
+        statistics,
+        no_pruning,
     } = args;
+    let layout = Layout {
+        row_group_rows,
+        zstd_level,
+        statistics: match statistics.as_str() {
+            "page" => EnabledStatistics::Page,
+            "chunk" => EnabledStatistics::Chunk,
+            "none" => EnabledStatistics::None,
+            other => bail!("--statistics takes page, chunk or none, not `{other}`"),
+        },
+    };
     let base = dir.unwrap_or_else(|| std::env::temp_dir().join("chatlake-bench-metrics"));
     let py = python(python_path)?;
     // A benchmark measures the work, so the server's 30 s query limit does not apply.
@@ -393,7 +431,8 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
         ..SqlOptions::default()
     };
     let per_day = (sends / days.max(1) as u64).max(1);
-    let root = lake(&base, days, per_day)?;
+    let root = lake(&base, days, per_day, &layout)?;
+    println!("layout: {layout:?}");
     let engine = Engine::open(&LakeLocation::local(&root)?, options.clone()).await?;
     let reqs = requests(None, None)?;
     println!(
@@ -436,7 +475,10 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
 
     // Partition pruning: one day of metrics in a young and an old lake.
     for lake_days in [30, 180] {
-        let root = lake(&base, lake_days, prune_per_day)?;
+        if no_pruning {
+            break;
+        }
+        let root = lake(&base, lake_days, prune_per_day, &layout)?;
         let engine = Engine::open(&LakeLocation::local(&root)?, options.clone()).await?;
         let last = chrono::DateTime::from_timestamp(START_S + (lake_days - 1) * 86_400, 0)
             .context("date")?

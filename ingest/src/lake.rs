@@ -9,7 +9,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+pub use parquet::file::properties::EnabledStatistics;
+use parquet::file::properties::WriterProperties;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -228,20 +229,55 @@ fn put_local(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Writer settings of the lake's files: zstd, page-level statistics (min/max per page,
 /// so readers prune on `ts`), `ts` recorded as the sort key.
 pub fn writer_properties(zstd_level: i32, sorted_by_ts_column: Option<usize>) -> WriterProperties {
-    let level = ZstdLevel::try_new(zstd_level).unwrap_or_default();
-    let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(1 << 20))
-        .set_created_by(format!("chatlake {}", env!("CARGO_PKG_VERSION")));
-    if let Some(idx) = sorted_by_ts_column {
-        b = b.set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: idx as i32,
-            descending: false,
-            nulls_first: false,
-        }]));
+    Layout {
+        zstd_level,
+        ..Layout::default()
     }
-    b.build()
+    .writer_properties(sorted_by_ts_column)
+}
+
+/// How a lake file is laid out. [`Layout::default`] is what ingest and compaction
+/// write; `chatlake bench metrics --row-group-rows/--zstd-level/--statistics` measures
+/// the alternatives (ARCHITECTURE.md, "Lake layout").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Layout {
+    /// Most rows per row group.
+    pub row_group_rows: usize,
+    /// zstd level of every column.
+    pub zstd_level: i32,
+    /// Min/max statistics per page (and the page index), per column chunk, or none.
+    pub statistics: EnabledStatistics,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            row_group_rows: 1 << 20,
+            zstd_level: 1,
+            statistics: EnabledStatistics::Page,
+        }
+    }
+}
+
+impl Layout {
+    /// Parquet writer settings of this layout; `sorted_by_ts_column` declares the
+    /// sort order of the rows (by `ts`) in the footer.
+    pub fn writer_properties(&self, sorted_by_ts_column: Option<usize>) -> WriterProperties {
+        let level = ZstdLevel::try_new(self.zstd_level).unwrap_or_default();
+        let mut b = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_statistics_enabled(self.statistics)
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+            .set_created_by(format!("chatlake {}", env!("CARGO_PKG_VERSION")));
+        if let Some(idx) = sorted_by_ts_column {
+            b = b.set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: idx as i32,
+                descending: false,
+                nulls_first: false,
+            }]));
+        }
+        b.build()
+    }
 }
 
 /// Encodes batches (one schema) as one Parquet file.
@@ -272,6 +308,29 @@ pub fn encode_parquet(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parquet::schema::types::ColumnPath;
+
+    #[test]
+    fn layouts_set_the_writer() {
+        let col = ColumnPath::from("ts");
+        let d = writer_properties(1, Some(2));
+        assert_eq!(d.max_row_group_row_count(), Some(1 << 20));
+        assert_eq!(d.statistics_enabled(&col), EnabledStatistics::Page);
+        assert_eq!(d.sorting_columns().map(|c| c[0].column_idx), Some(2));
+        let small = Layout {
+            row_group_rows: 16_384,
+            zstd_level: 3,
+            statistics: EnabledStatistics::Chunk,
+        }
+        .writer_properties(None);
+        assert_eq!(small.max_row_group_row_count(), Some(16_384));
+        assert_eq!(small.statistics_enabled(&col), EnabledStatistics::Chunk);
+        assert_eq!(
+            small.compression(&col),
+            Compression::ZSTD(ZstdLevel::try_new(3).expect("level"))
+        );
+        assert!(small.sorting_columns().is_none());
+    }
 
     #[tokio::test]
     async fn local_put_list_get_delete() {
