@@ -80,7 +80,7 @@ struct Load {
 /// CPU time used so far by this process, all threads (user + system), from
 /// `/proc/self/stat`; zero if unreadable. Unlike wall-clock rates, CPU per request does
 /// not move with time the hypervisor steals from this machine.
-pub(crate) fn process_cpu() -> Duration {
+fn process_cpu() -> Duration {
     let ticks = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {
@@ -255,7 +255,9 @@ async fn ingest(seconds: u64, concurrency: usize, rounds: usize, breakdown: bool
                 let parsed =
                     chatlake_ingest::whatsapp::parse(&body, &norm, chatlake_model::Ts::now(), None);
                 let n = parsed
-                    .map(|o| serde_json::to_vec(&o.events).map(|v| v.len()).unwrap_or(0))
+                    .map(|o| {
+                        chatlake_ingest::pipeline::encode_record(&o.events).map_or(0, |v| v.len())
+                    })
                     .unwrap_or(0);
                 (axum::http::StatusCode::OK, format!("{{\"bytes\":{n}}}"))
             }

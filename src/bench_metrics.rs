@@ -381,17 +381,17 @@ pub struct MetricsArgs {
     /// Memory pool of DataFusion and DuckDB's memory_limit, in MiB.
     #[arg(long, default_value_t = 2048)]
     memory_limit_mib: usize,
-    /// Lake layout to generate and measure: most rows per row group (the lake's
-    /// default: 1048576).
-    #[arg(long, default_value_t = 1 << 20)]
-    row_group_rows: usize,
-    /// Lake layout: zstd level (the lake's default: 1).
-    #[arg(long, default_value_t = 1)]
-    zstd_level: i32,
+    /// Lake layout to generate and measure: most rows per row group (default: the
+    /// lake's own, `ingest::lake::Layout::default`).
+    #[arg(long)]
+    row_group_rows: Option<usize>,
+    /// Lake layout: zstd level (default: the lake's own).
+    #[arg(long)]
+    zstd_level: Option<i32>,
     /// Lake layout: min/max statistics per `page` (with the page index), per `chunk`,
-    /// or `none` (the lake's default: page).
-    #[arg(long, default_value = "page")]
-    statistics: String,
+    /// or `none` (default: the lake's own).
+    #[arg(long)]
+    statistics: Option<String>,
     /// Skip the partition-pruning part (one day in a 30- vs a 180-day lake).
     #[arg(long)]
     no_pruning: bool,
@@ -412,14 +412,16 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
         statistics,
         no_pruning,
     } = args;
+    let lake_default = Layout::default();
     let layout = Layout {
-        row_group_rows,
-        zstd_level,
-        statistics: match statistics.as_str() {
-            "page" => EnabledStatistics::Page,
-            "chunk" => EnabledStatistics::Chunk,
-            "none" => EnabledStatistics::None,
-            other => bail!("--statistics takes page, chunk or none, not `{other}`"),
+        row_group_rows: row_group_rows.unwrap_or(lake_default.row_group_rows),
+        zstd_level: zstd_level.unwrap_or(lake_default.zstd_level),
+        statistics: match statistics.as_deref() {
+            None => lake_default.statistics,
+            Some("page") => EnabledStatistics::Page,
+            Some("chunk") => EnabledStatistics::Chunk,
+            Some("none") => EnabledStatistics::None,
+            Some(other) => bail!("--statistics takes page, chunk or none, not `{other}`"),
         },
     };
     let base = dir.unwrap_or_else(|| std::env::temp_dir().join("chatlake-bench-metrics"));
@@ -474,10 +476,8 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
     );
 
     // Partition pruning: one day of metrics in a young and an old lake.
-    for lake_days in [30, 180] {
-        if no_pruning {
-            break;
-        }
+    let pruning_lakes: &[i64] = if no_pruning { &[] } else { &[30, 180] };
+    for &lake_days in pruning_lakes {
         let root = lake(&base, lake_days, prune_per_day, &layout)?;
         let engine = Engine::open(&LakeLocation::local(&root)?, options.clone()).await?;
         let last = chrono::DateTime::from_timestamp(START_S + (lake_days - 1) * 86_400, 0)

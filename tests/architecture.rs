@@ -1,15 +1,9 @@
 //! Crate dependencies point one way (STYLE.md): a new edge outside this table fails.
 
-use std::collections::BTreeMap;
+mod common;
 
-/// The package's folder, as cargo gives it to the running test (the compiled-in
-/// `env!` value would be another checkout's if two share one target dir, as CI's cache
-/// and a work tree do).
-fn manifest_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
+use common::manifest_dir;
+use std::collections::BTreeMap;
 
 #[test]
 fn crate_dependencies_follow_the_style_table() {

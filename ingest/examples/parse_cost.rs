@@ -46,10 +46,26 @@ fn main() {
     let t = Instant::now();
     let bytes: usize = events
         .iter()
-        .map(|e| serde_json::to_vec(e).expect("serialises").len())
+        .map(|e| {
+            chatlake_ingest::pipeline::encode_record(e)
+                .expect("encodes")
+                .len()
+        })
         .sum();
     println!(
         "WAL encoding:    {:.2} µs/request ({} bytes/request)",
+        per(t),
+        bytes / n as usize
+    );
+
+    // The same events as JSON, the record format before 2026-12-03, for comparison.
+    let t = Instant::now();
+    let bytes: usize = events
+        .iter()
+        .map(|e| serde_json::to_vec(e).expect("serialises").len())
+        .sum();
+    println!(
+        "as JSON instead: {:.2} µs/request ({} bytes/request)",
         per(t),
         bytes / n as usize
     );
