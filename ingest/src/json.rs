@@ -138,14 +138,16 @@ impl<'de> Deserialize<'de> for Json<'de> {
                 Ok(Json::String(Cow::Owned(v)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                // serde_json gives no size hints: start where webhook arrays and objects
+                // usually end, so most are allocated once and never grown.
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
                 while let Some(v) = seq.next_element()? {
                     items.push(v);
                 }
                 Ok(Json::Array(items))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
                 while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Json<'de>>()? {
                     members.push((k, v));
                 }

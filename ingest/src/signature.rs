@@ -16,9 +16,10 @@ pub fn verify_whatsapp(app_secret: &str, body: &[u8], header: Option<&str>) -> b
     let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
         return false;
     };
-    let Ok(sig) = hex::decode(hex_sig) else {
+    let mut sig = [0u8; 32];
+    if hex::decode_to_slice(hex_sig, &mut sig).is_err() {
         return false;
-    };
+    }
     mac(app_secret, body).verify_slice(&sig).is_ok()
 }
 
@@ -59,6 +60,8 @@ mod tests {
         assert!(!verify_whatsapp("other", body, Some(&s)));
         assert!(!verify_whatsapp("secret", b"{\"a\":\"e\"}", Some(&s)));
         assert!(!verify_whatsapp("secret", body, Some("sha256=zz")));
+        assert!(!verify_whatsapp("secret", body, Some(&s[..s.len() - 2])));
+        assert!(!verify_whatsapp("secret", body, Some(&format!("{s}00"))));
         assert!(!verify_whatsapp("secret", body, None));
         let s = sign_shopify("k", body);
         assert!(verify_shopify("k", body, Some(&s)));

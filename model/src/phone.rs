@@ -84,7 +84,13 @@ impl PhoneHasher {
     fn hex_mac(&self, input: &[u8]) -> String {
         let mut mac = self.mac.clone();
         mac.update(input);
-        hex::encode(mac.finalize().into_bytes())
+        // `hex::encode` builds the string one `char` at a time; this runs per event.
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(mac.finalize().into_bytes(), &mut buf)
+            .expect("64 hex digits for 32 bytes");
+        std::str::from_utf8(&buf)
+            .expect("hex digits are ASCII")
+            .to_owned()
     }
 
     /// Hash of an already normalised E.164 number (`+` and digits).
