@@ -345,12 +345,65 @@ impl Engine {
                 inner.contains(&name.as_str())
             };
             if materialise {
-                self.materialise(&ctx, &kept, name, sql).await?;
+                let sql = if is_view {
+                    self.narrowed(&ctx, name, sql).await?
+                } else {
+                    sql.clone()
+                };
+                self.materialise(&ctx, &kept, name, &sql).await?;
             } else {
                 register_view(&ctx, name, sql, &self.options).await?;
             }
         }
         Ok((ctx, kept))
+    }
+
+    /// The view `name` (`sql`) restricted to the columns some unit reads, for keeping
+    /// in memory: the dedupe then carries narrower rows through its sort (statuses'
+    /// pricing and conversation columns are read by no unit). A column is kept when its
+    /// name appears as a word in any unit that reads the view, so a false match only
+    /// keeps a column; a unit that selects `*` or `alias.*` keeps them all.
+    async fn narrowed(&self, ctx: &SessionContext, name: &str, sql: &str) -> Result<String> {
+        let readers: Vec<&str> = self
+            .catalog
+            .units
+            .iter()
+            .filter(|u| crate::catalog::reads(&u.sql, name))
+            .map(|u| u.sql.as_str())
+            .collect();
+        if readers.iter().any(|r| selects_star(r)) {
+            return Ok(sql.to_owned());
+        }
+        let words: std::collections::HashSet<String> = readers
+            .iter()
+            .flat_map(|r| r.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let df = ctx
+            .sql(sql)
+            .await
+            .map_err(|e| crate::query::map_df_error(e, &self.options))?;
+        let all: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let kept: Vec<&String> = all
+            .iter()
+            .filter(|c| words.contains(&c.to_ascii_lowercase()))
+            .collect();
+        if kept.is_empty() || kept.len() == all.len() {
+            return Ok(sql.to_owned());
+        }
+        let cols: Vec<String> = kept
+            .iter()
+            .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+            .collect();
+        Ok(format!(
+            "SELECT {} FROM ({sql}) AS narrowed",
+            cols.join(", ")
+        ))
     }
 
     /// Computes `sql` into memory as the table `name` of `ctx`, reserved in `kept`, when
@@ -422,5 +475,46 @@ impl Engine {
     /// The DataFusion session (for tests and benchmarks).
     pub fn session(&self) -> &SessionContext {
         &self.ctx
+    }
+}
+
+/// Whether `sql` selects every column of something (`SELECT *`, `, *`, `alias.*`);
+/// `COUNT(*)` and multiplication do not count.
+fn selects_star(sql: &str) -> bool {
+    sql.match_indices('*').any(|(i, _)| {
+        let before = sql[..i].trim_end();
+        let last_word = before
+            .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
+        before.ends_with('.')
+            || before.ends_with(',')
+            || last_word.eq_ignore_ascii_case("select")
+            || last_word.eq_ignore_ascii_case("distinct")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selects_star;
+
+    #[test]
+    fn star_selections_are_told_from_counts_and_products() {
+        for sql in [
+            "SELECT * FROM v_statuses",
+            "select distinct * from v_sends",
+            "SELECT s.* FROM v_sends s",
+            "SELECT a, * FROM t",
+            "SELECT s . * FROM v_sends s",
+        ] {
+            assert!(selects_star(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT COUNT(*) FROM v_statuses",
+            "SELECT a * 2 AS b FROM t",
+            "SELECT SUM(x * y) FROM t",
+        ] {
+            assert!(!selects_star(sql), "{sql}");
+        }
     }
 }
