@@ -161,10 +161,15 @@ pub(crate) fn embedded(dir: &str, name: &str) -> Result<&'static str> {
         })
 }
 
+/// The identifier-like words of `sql` (runs of ASCII letters, digits and `_`).
+pub fn words(sql: &str) -> impl Iterator<Item = &str> {
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+}
+
 /// Whether `sql` names the relation `name` (as a whole word).
 pub fn reads(sql: &str, name: &str) -> bool {
-    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|w| w == name)
+    words(sql).any(|w| w == name)
 }
 
 /// Units ordered so that each comes after the units it reads.

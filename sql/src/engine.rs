@@ -16,6 +16,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use url::Url;
 
@@ -213,6 +214,9 @@ pub struct Engine {
     pub(crate) options: SqlOptions,
     /// Whether the tables have real `date=` partitions to prune.
     prunable: bool,
+    /// Per view that some unit reads without `*`: the columns the units name, which is
+    /// all a metrics request keeps of it in memory ([`Engine::narrowed`]).
+    view_columns: HashMap<String, Vec<String>>,
 }
 
 impl Engine {
@@ -260,11 +264,13 @@ impl Engine {
         let catalog = Catalog::load()?;
         check_time_zone(&ctx, &options).await?;
         register_definitions(&ctx, &catalog, &options).await?;
+        let view_columns = view_columns(&ctx, &catalog).await?;
         Ok(Engine {
             ctx,
             catalog,
             options,
             prunable: false,
+            view_columns,
         })
     }
 
@@ -346,7 +352,7 @@ impl Engine {
             };
             if materialise {
                 let sql = if is_view {
-                    self.narrowed(&ctx, name, sql).await?
+                    self.narrowed(name, sql)
                 } else {
                     sql.clone()
                 };
@@ -358,52 +364,14 @@ impl Engine {
         Ok((ctx, kept))
     }
 
-    /// The view `name` (`sql`) restricted to the columns some unit reads, for keeping
-    /// in memory: the dedupe then carries narrower rows through its sort (statuses'
-    /// pricing and conversation columns are read by no unit). A column is kept when its
-    /// name appears as a word in any unit that reads the view, so a false match only
-    /// keeps a column; a unit that selects `*` or `alias.*` keeps them all.
-    async fn narrowed(&self, ctx: &SessionContext, name: &str, sql: &str) -> Result<String> {
-        let readers: Vec<&str> = self
-            .catalog
-            .units
-            .iter()
-            .filter(|u| crate::catalog::reads(&u.sql, name))
-            .map(|u| u.sql.as_str())
-            .collect();
-        if readers.iter().any(|r| selects_star(r)) {
-            return Ok(sql.to_owned());
+    /// The view `name` (`sql`) with only the columns some unit reads, for keeping in
+    /// memory: its dedupe then carries narrower rows through its sort (statuses'
+    /// pricing and conversation columns are read by no unit).
+    fn narrowed(&self, name: &str, sql: &str) -> String {
+        match self.view_columns.get(name) {
+            Some(cols) => format!("SELECT {} FROM ({sql}) AS narrowed", cols.join(", ")),
+            None => sql.to_owned(),
         }
-        let words: std::collections::HashSet<String> = readers
-            .iter()
-            .flat_map(|r| r.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
-            .map(str::to_ascii_lowercase)
-            .collect();
-        let df = ctx
-            .sql(sql)
-            .await
-            .map_err(|e| crate::query::map_df_error(e, &self.options))?;
-        let all: Vec<String> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let kept: Vec<&String> = all
-            .iter()
-            .filter(|c| words.contains(&c.to_ascii_lowercase()))
-            .collect();
-        if kept.is_empty() || kept.len() == all.len() {
-            return Ok(sql.to_owned());
-        }
-        let cols: Vec<String> = kept
-            .iter()
-            .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
-            .collect();
-        Ok(format!(
-            "SELECT {} FROM ({sql}) AS narrowed",
-            cols.join(", ")
-        ))
     }
 
     /// Computes `sql` into memory as the table `name` of `ctx`, reserved in `kept`, when
@@ -478,6 +446,46 @@ impl Engine {
     }
 }
 
+/// For each view whose readers (the units that name it) select no `*`, the quoted
+/// columns of the view whose names appear as a word in a reader. A false match only
+/// keeps a column; a view whose readers name all its columns is left out (nothing to
+/// narrow). Computed once, when the engine opens: the catalog is fixed by then.
+async fn view_columns(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+) -> Result<HashMap<String, Vec<String>>> {
+    use crate::catalog::{reads, words};
+    let mut out = HashMap::new();
+    for view in &catalog.views {
+        let readers: Vec<&str> = catalog
+            .units
+            .iter()
+            .filter(|u| reads(&u.sql, &view.name))
+            .map(|u| u.sql.as_str())
+            .collect();
+        if readers.is_empty() || readers.iter().any(|r| selects_star(r)) {
+            continue;
+        }
+        let named: HashSet<String> = readers
+            .iter()
+            .flat_map(|r| words(r))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let schema = ctx.table(view.name.as_str()).await.map_err(exec)?;
+        let all = schema.schema().fields();
+        let kept: Vec<String> = all
+            .iter()
+            .map(|f| f.name())
+            .filter(|c| named.contains(&c.to_ascii_lowercase()))
+            .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+            .collect();
+        if !kept.is_empty() && kept.len() < all.len() {
+            out.insert(view.name.clone(), kept);
+        }
+    }
+    Ok(out)
+}
+
 /// Whether `sql` selects every column of something (`SELECT *`, `, *`, `alias.*`);
 /// `COUNT(*)` and multiplication do not count.
 fn selects_star(sql: &str) -> bool {
@@ -496,7 +504,31 @@ fn selects_star(sql: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::selects_star;
+    use super::{Engine, SqlOptions, selects_star};
+
+    #[tokio::test]
+    async fn views_are_narrowed_to_the_columns_units_read() {
+        let e = Engine::in_memory(SqlOptions::default())
+            .await
+            .expect("engine");
+        let st = e
+            .view_columns
+            .get("v_statuses")
+            .expect("v_statuses narrowed");
+        for c in ["message_id", "status", "ts", "error_code"] {
+            assert!(st.contains(&format!("\"{c}\"")), "{c} kept: {st:?}");
+        }
+        for c in [
+            "pricing_category",
+            "conversation_id",
+            "biz_opaque_callback_data",
+        ] {
+            assert!(!st.contains(&format!("\"{c}\"")), "{c} dropped: {st:?}");
+        }
+        let sql = e.narrowed("v_statuses", "SELECT * FROM statuses");
+        assert!(sql.starts_with("SELECT \"") && sql.contains("FROM (SELECT * FROM statuses)"));
+        assert_eq!(e.narrowed("no_such_view", "SELECT 1"), "SELECT 1");
+    }
 
     #[test]
     fn star_selections_are_told_from_counts_and_products() {
