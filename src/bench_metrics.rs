@@ -1,5 +1,6 @@
 //! `chatlake bench metrics`: generates a lake (sends with their statuses, clicks,
-//! replies, orders, carts and cases), then times the full metric set grouped by day and
+//! replies, orders, carts and cases, a share of every table's rows landed twice as
+//! retries land them), then times the full metric set grouped by day and
 //! by campaign with DataFusion (`/v1/metrics`' own code path) and the very same SQL
 //! statements in DuckDB over the same files, in the same run; then the time of one
 //! day's metrics in a 30-day and a 180-day lake (partition pruning).
@@ -35,12 +36,15 @@ impl Rng {
 }
 
 /// Generates `days` days of `per_day` sends each under `root` (one file per table and
-/// day, sorted by ts, as compaction leaves them). Returns (rows, bytes).
+/// day, sorted by ts, as compaction leaves them), with a fraction `copies` of every
+/// table's rows landed twice, as a webhook retry lands them: the same event, received
+/// 1–30 s later. Returns (rows, bytes).
 fn generate(
     root: &Path,
     days: i64,
     per_day: u64,
     layout: &Layout,
+    copies: f64,
     bar: &indicatif::ProgressBar,
 ) -> Result<(u64, u64)> {
     let phones = (per_day * days as u64 / 8).max(100);
@@ -185,6 +189,16 @@ fn generate(
         // Outcomes land in the partition of their own day, as ingest puts them.
         macro_rules! land {
             ($table:expr, $ty:ty, $rows:expr) => {{
+                let mut retried: Vec<$ty> = Vec::new();
+                for r in &$rows {
+                    if rng.unit() < copies {
+                        let mut c = r.clone();
+                        c.received_at =
+                            Ts(c.received_at.0 + 1_000_000 + rng.below(29_000_000) as i64);
+                        retried.push(c);
+                    }
+                }
+                $rows.extend(retried);
                 let mut by_day: std::collections::BTreeMap<i64, Vec<&$ty>> = Default::default();
                 for r in &$rows {
                     by_day.entry(r.ts.0.div_euclid(DAY_US)).or_default().push(r);
@@ -219,8 +233,11 @@ fn generate(
 }
 
 /// A lake generated once per shape and kept (generation is not what is measured).
-fn lake(base: &Path, days: i64, per_day: u64, layout: &Layout) -> Result<PathBuf> {
+fn lake(base: &Path, days: i64, per_day: u64, layout: &Layout, copies: f64) -> Result<PathBuf> {
     let mut name = format!("lake-{days}d-{per_day}");
+    if copies > 0.0 {
+        name += &format!("-copies{:.0}", copies * 1000.0);
+    }
     if *layout != Layout::default() {
         name += &format!(
             "-rg{}-zstd{}-{}",
@@ -243,7 +260,7 @@ fn lake(base: &Path, days: i64, per_day: u64, layout: &Layout) -> Result<PathBuf
     );
     bar.set_message(format!("{days} days x {per_day} sends"));
     let t = Instant::now();
-    let (rows, bytes) = generate(&dir, days, per_day, layout, &bar)?;
+    let (rows, bytes) = generate(&dir, days, per_day, layout, copies, &bar)?;
     bar.finish_and_clear();
     println!(
         "generated {} ({rows} rows, {:.0} MiB) in {:.1} s",
@@ -307,18 +324,18 @@ fn duckdb_seconds(
     engine: &Engine,
     reqs: &[MetricsRequest],
     memory_limit_bytes: usize,
+    planned_views: bool,
 ) -> Result<(f64, usize)> {
     let mut queries = Vec::new();
     for r in reqs {
         queries.extend(engine.metric_queries(r)?);
     }
-    duckdb_run(
-        py,
-        lake,
-        &engine.definitions_sql(),
-        &queries,
-        memory_limit_bytes,
-    )
+    let definitions = if planned_views {
+        engine.planned_definitions_sql(true)
+    } else {
+        engine.definitions_sql()
+    };
+    duckdb_run(py, lake, &definitions, &queries, memory_limit_bytes)
 }
 
 /// Defines `definitions` (name, SQL) as views in DuckDB over the lake's files, runs
@@ -395,6 +412,15 @@ pub struct MetricsArgs {
     /// Skip the partition-pruning part (one day in a 30- vs a 180-day lake).
     #[arg(long)]
     no_pruning: bool,
+    /// Fraction of every table's rows landed twice, as webhook retries land them
+    /// (received 1–30 s later); every view's dedupe then has work to do.
+    #[arg(long, default_value_t = 0.02)]
+    copies: f64,
+    /// Give DuckDB the views as the engine runs them (the split dedupe of
+    /// `Engine::planned_definitions_sql`, in DuckDB's join spelling) instead of as
+    /// `sql/views/` writes them.
+    #[arg(long)]
+    duckdb_planned_views: bool,
 }
 
 /// `chatlake bench metrics`.
@@ -411,7 +437,12 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
         zstd_level,
         statistics,
         no_pruning,
+        copies,
+        duckdb_planned_views,
     } = args;
+    if !(0.0..=1.0).contains(&copies) {
+        bail!("--copies is a fraction between 0 and 1, not {copies}");
+    }
     let lake_default = Layout::default();
     let layout = Layout {
         row_group_rows: row_group_rows.unwrap_or(lake_default.row_group_rows),
@@ -433,8 +464,8 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
         ..SqlOptions::default()
     };
     let per_day = (sends / days.max(1) as u64).max(1);
-    let root = lake(&base, days, per_day, &layout)?;
-    println!("layout: {layout:?}");
+    let root = lake(&base, days, per_day, &layout, copies)?;
+    println!("layout: {layout:?}; rows landed twice (retries): {copies}");
     let engine = Engine::open(&LakeLocation::local(&root)?, options.clone()).await?;
     let reqs = requests(None, None)?;
     println!(
@@ -450,7 +481,14 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
         reset_peak_rss();
         let (t, n) = datafusion_seconds(&engine, &reqs).await?;
         peak = peak.max(peak_rss_mib());
-        let (d, m) = duckdb_seconds(&py, &root, &engine, &reqs, options.memory_limit_bytes)?;
+        let (d, m) = duckdb_seconds(
+            &py,
+            &root,
+            &engine,
+            &reqs,
+            options.memory_limit_bytes,
+            duckdb_planned_views,
+        )?;
         println!(
             "  round {}: datafusion {t:.2} s, duckdb {d:.2} s, ratio {:.2}",
             round + 1,
@@ -478,7 +516,7 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
     // Partition pruning: one day of metrics in a young and an old lake.
     let pruning_lakes: &[i64] = if no_pruning { &[] } else { &[30, 180] };
     for &lake_days in pruning_lakes {
-        let root = lake(&base, lake_days, prune_per_day, &layout)?;
+        let root = lake(&base, lake_days, prune_per_day, &layout, copies)?;
         let engine = Engine::open(&LakeLocation::local(&root)?, options.clone()).await?;
         let last = chrono::DateTime::from_timestamp(START_S + (lake_days - 1) * 86_400, 0)
             .context("date")?

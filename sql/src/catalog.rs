@@ -172,6 +172,106 @@ pub fn reads(sql: &str, name: &str) -> bool {
     words(sql).any(|w| w == name)
 }
 
+/// The dedupe a `v_<table>` view of `sql/views/` spells as
+/// `SELECT * EXCLUDE (rn) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY <key> ORDER
+/// BY <order>) AS rn FROM <table>) WHERE rn = 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedupe {
+    pub table: String,
+    pub key: Vec<String>,
+    pub order: String,
+}
+
+impl Dedupe {
+    /// The dedupe of a view's body, when it has exactly the shape above.
+    pub fn of(body: &str) -> Option<Dedupe> {
+        // One space between tokens, none inside parentheses' edges.
+        let flat = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let flat = flat.replace("( ", "(").replace(" )", ")");
+        let rest = flat.strip_prefix(
+            "SELECT * EXCLUDE (rn) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY ",
+        )?;
+        let (key, rest) = rest.split_once(" ORDER BY ")?;
+        let (order, rest) = rest.split_once(") AS rn FROM ")?;
+        let table = rest.strip_suffix(") WHERE rn = 1")?;
+        let ident = |w: &str| !w.is_empty() && words(w).eq(std::iter::once(w));
+        let key: Vec<String> = key.split(',').map(|k| k.trim().to_owned()).collect();
+        let balanced = order.matches('(').count() == order.matches(')').count();
+        (key.iter().all(|k| ident(k)) && ident(table) && !order.is_empty() && balanced).then(|| {
+            Dedupe {
+                table: table.to_owned(),
+                key,
+                order: order.to_owned(),
+            }
+        })
+    }
+
+    /// The same rows as the view, computed so that only keys with several copies go
+    /// through the `ROW_NUMBER()` sort: the keys seen more than once are found with a
+    /// hash aggregate; every row of any other key is its key's only copy and passes
+    /// untouched (an anti join), and the rows of the repeated keys are ranked as the
+    /// view ranks them (a semi join). Keys match as GROUP BY and PARTITION BY group
+    /// them, NULL with NULL. In a lake with few duplicates this is several times
+    /// faster in DataFusion 55, whose window sorts every row (BENCHMARKS.md).
+    pub fn split_sql(&self) -> String {
+        format!(
+            "WITH repeated AS ({})\n{}",
+            self.repeated_sql(),
+            self.split_sql_over("repeated")
+        )
+    }
+
+    /// [`Dedupe::split_sql`] in DuckDB's spelling, which has `ANTI JOIN` and `SEMI
+    /// JOIN` (the left side kept) but no `RIGHT ANTI`/`RIGHT SEMI`; DataFusion builds
+    /// its hash table from the left side, so there the small side goes first.
+    pub fn split_sql_duckdb(&self) -> String {
+        let t = &self.table;
+        self.split_sql()
+            .replace(
+                &format!("FROM repeated d RIGHT ANTI JOIN {t} s ON"),
+                &format!("FROM {t} s ANTI JOIN repeated d ON"),
+            )
+            .replace(
+                &format!("FROM repeated d RIGHT SEMI JOIN {t} s ON"),
+                &format!("FROM {t} s SEMI JOIN repeated d ON"),
+            )
+    }
+
+    /// The keys with more than one copy.
+    pub fn repeated_sql(&self) -> String {
+        let keys = self.key.join(", ");
+        format!(
+            "SELECT {keys} FROM {} GROUP BY {keys} HAVING count(*) > 1",
+            self.table
+        )
+    }
+
+    /// [`Dedupe::split_sql`] with the repeated keys ([`Dedupe::repeated_sql`]) read
+    /// from the relation `repeated` (so that they can be computed once beforehand).
+    pub fn split_sql_over(&self, repeated: &str) -> String {
+        let Dedupe { table, key, order } = self;
+        let keys = key.join(", ");
+        let on = key
+            .iter()
+            .map(|k| format!("(s.{k} IS NOT DISTINCT FROM d.{k})"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "SELECT s.* FROM {repeated} d RIGHT ANTI JOIN {table} s ON {on}\n\
+             UNION ALL\n\
+             SELECT * EXCLUDE (rn) FROM (\n  \
+               SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {order}) AS rn\n  \
+               FROM (SELECT s.* FROM {repeated} d RIGHT SEMI JOIN {table} s ON {on}) AS copies\n\
+             ) WHERE rn = 1"
+        )
+    }
+}
+
+/// The SQL a view runs as: [`Dedupe::split_sql`] for a dedupe view, else its body.
+pub fn planned_view_sql(body: &str) -> String {
+    Dedupe::of(body).map_or_else(|| body.to_owned(), |d| d.split_sql())
+}
+
 /// Units ordered so that each comes after the units it reads.
 fn in_dependency_order(mut pending: Vec<Unit>) -> Result<Vec<Unit>> {
     let mut ordered: Vec<Unit> = Vec::new();
@@ -362,6 +462,46 @@ mod tests {
             assert!(c.metric(name).is_some(), "{name}");
         }
         assert_eq!(c.views.len(), chatlake_model::Table::ALL.len());
+        // Every view is a dedupe the engine runs in its split form.
+        for v in &c.views {
+            let d = Dedupe::of(&v.body).unwrap_or_else(|| panic!("{} is no dedupe", v.name));
+            assert_eq!(format!("v_{}", d.table), v.name);
+        }
+        let st = Dedupe::of(
+            &c.views
+                .iter()
+                .find(|v| v.name == "v_statuses")
+                .expect("v")
+                .body,
+        );
+        assert_eq!(
+            st,
+            Some(Dedupe {
+                table: "statuses".into(),
+                key: vec!["message_id".into(), "status".into()],
+                order: "ts, received_at".into(),
+            })
+        );
+        let o = Dedupe::of(
+            &c.views
+                .iter()
+                .find(|v| v.name == "v_orders")
+                .expect("v")
+                .body,
+        );
+        assert_eq!(
+            o.map(|d| d.order),
+            Some("COALESCE(updated_at, received_at) DESC, received_at DESC".into())
+        );
+        // Anything else runs as written.
+        for other in [
+            "SELECT * FROM statuses",
+            "SELECT * EXCLUDE (rn) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY a ORDER BY b) AS rn FROM t) WHERE rn = 2",
+            "SELECT * EXCLUDE (rn) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY a + 1 ORDER BY b) AS rn FROM t) WHERE rn = 1",
+        ] {
+            assert_eq!(Dedupe::of(other), None, "{other}");
+            assert_eq!(planned_view_sql(other), other);
+        }
         let rps = c.metric("rps").expect("rps");
         assert_eq!(rps.ratio_of(), Some(("attributed_revenue", "sent")));
         assert!(rps.per_currency);

@@ -2,7 +2,7 @@
 //! as a listing table over its `date=` partitions, and every view and unit of `sql/`
 //! on top.
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Dedupe, planned_view_sql};
 use crate::error::{Error, Result};
 use crate::options::SqlOptions;
 use chatlake_model::Table;
@@ -172,7 +172,7 @@ async fn register_definitions(
     options: &SqlOptions,
 ) -> Result<()> {
     for v in &catalog.views {
-        register_view(ctx, &v.name, &v.body, options).await?;
+        register_view(ctx, &v.name, &planned_view_sql(&v.body), options).await?;
     }
     for u in &catalog.units {
         register_view(ctx, &u.name, &u.sql, options).await?;
@@ -322,7 +322,7 @@ impl Engine {
         let kept =
             datafusion::execution::memory_pool::MemoryConsumer::new("chatlake materialised views")
                 .register(&self.ctx.runtime_env().memory_pool);
-        let defs = self.definitions_sql();
+        let defs = self.planned_definitions_sql(false);
         use crate::catalog::reads;
         // Requested units, and the units they read.
         let mut needed: Vec<&str> = units.to_vec();
@@ -351,10 +351,22 @@ impl Engine {
                 inner.contains(&name.as_str())
             };
             if materialise {
-                let sql = if is_view {
-                    self.narrowed(name, sql)
-                } else {
-                    sql.clone()
+                let dedupe = self
+                    .catalog
+                    .views
+                    .iter()
+                    .find(|v| &v.name == name)
+                    .and_then(|v| Dedupe::of(&v.body));
+                let sql = match dedupe {
+                    // The repeated keys first, once (the split form reads them twice).
+                    Some(d) => {
+                        let repeated = format!("__repeated_{name}");
+                        self.materialise(&ctx, &kept, &repeated, &d.repeated_sql())
+                            .await?;
+                        self.narrowed(name, &d.split_sql_over(&repeated))
+                    }
+                    None if is_view => self.narrowed(name, sql),
+                    None => sql.clone(),
                 };
                 self.materialise(&ctx, &kept, name, &sql).await?;
             } else {
@@ -427,6 +439,22 @@ impl Engine {
                 .iter()
                 .map(|u| (u.name.clone(), bind(&u.sql, &self.options))),
         );
+        out
+    }
+
+    /// [`Engine::definitions_sql`] as the engine runs it: each dedupe view as its
+    /// [`Dedupe::split_sql`], the same rows (with `duckdb`, in DuckDB's spelling,
+    /// [`Dedupe::split_sql_duckdb`]).
+    pub fn planned_definitions_sql(&self, duckdb: bool) -> Vec<(String, String)> {
+        let mut out = self.definitions_sql();
+        for (v, (_, sql)) in self.catalog.views.iter().zip(out.iter_mut()) {
+            let planned = match Dedupe::of(&v.body) {
+                Some(d) if duckdb => d.split_sql_duckdb(),
+                Some(d) => d.split_sql(),
+                None => v.body.clone(),
+            };
+            *sql = bind(&planned, &self.options);
+        }
         out
     }
 
@@ -504,7 +532,7 @@ fn selects_star(sql: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Engine, SqlOptions, selects_star};
+    use super::{Engine, SqlOptions, planned_view_sql, selects_star};
 
     #[tokio::test]
     async fn views_are_narrowed_to_the_columns_units_read() {
@@ -528,6 +556,74 @@ mod tests {
         let sql = e.narrowed("v_statuses", "SELECT * FROM statuses");
         assert!(sql.starts_with("SELECT \"") && sql.contains("FROM (SELECT * FROM statuses)"));
         assert_eq!(e.narrowed("no_such_view", "SELECT 1"), "SELECT 1");
+    }
+
+    /// The split dedupe gives the view's rows: single copies, repeated keys (the
+    /// winner by the view's order, both ways round in arrival), a tie on the first
+    /// order column, and orders' latest-`updated_at` rule.
+    #[tokio::test]
+    async fn split_dedupe_views_keep_the_rows_the_plain_views_keep() {
+        let e = Engine::in_memory(SqlOptions::default())
+            .await
+            .expect("engine");
+        let ctx = e.session();
+        let inserts = [
+            "INSERT INTO statuses (message_id, status, ts, phone_hash, error_code, received_at) VALUES \
+             ('m1', 'delivered', TIMESTAMP '2026-03-02 10:01:00', 'p1', NULL, TIMESTAMP '2026-03-02 10:01:00'), \
+             ('m1', 'read', TIMESTAMP '2026-03-02 10:03:00', 'p1', NULL, TIMESTAMP '2026-03-02 10:03:00'), \
+             ('m2', 'failed', TIMESTAMP '2026-03-02 11:00:09', 'p2', 131026, TIMESTAMP '2026-03-02 11:00:10'), \
+             ('m2', 'failed', TIMESTAMP '2026-03-02 11:00:05', 'p2', 131050, TIMESTAMP '2026-03-02 11:00:20'), \
+             ('m2', 'failed', TIMESTAMP '2026-03-02 11:00:07', 'p2', 131000, TIMESTAMP '2026-03-02 11:00:01'), \
+             ('m3', 'sent', TIMESTAMP '2026-03-02 12:00:00', 'p3', NULL, TIMESTAMP '2026-03-02 12:00:00'), \
+             ('m3', 'sent', TIMESTAMP '2026-03-02 12:00:00', 'p3', NULL, TIMESTAMP '2026-03-02 12:00:03')",
+            "INSERT INTO orders (order_id, ts, updated_at, phone_hash, total, currency, test, cancelled, source, received_at) VALUES \
+             ('o1', TIMESTAMP '2026-04-01 11:00:00', TIMESTAMP '2026-04-01 11:00:00', 'q1', 10.0, 'EUR', false, false, 'api', TIMESTAMP '2026-04-01 11:00:00'), \
+             ('o1', TIMESTAMP '2026-04-01 11:00:00', TIMESTAMP '2026-04-02 09:00:00', 'q1', 12.0, 'EUR', false, true, 'api', TIMESTAMP '2026-04-02 09:00:01'), \
+             ('o1', TIMESTAMP '2026-04-01 11:00:00', TIMESTAMP '2026-04-01 12:00:00', 'q1', 11.0, 'EUR', false, false, 'api', TIMESTAMP '2026-04-03 00:00:00'), \
+             ('o2', TIMESTAMP '2026-04-05 08:00:00', NULL, 'q2', 5.0, 'EUR', false, false, 'api', TIMESTAMP '2026-04-05 08:00:00'), \
+             ('o2', TIMESTAMP '2026-04-05 08:00:00', NULL, 'q2', 6.0, 'EUR', false, false, 'api', TIMESTAMP '2026-04-05 08:30:00'), \
+             ('o3', TIMESTAMP '2026-04-07 08:00:00', NULL, 'q4', 9.0, 'EUR', false, false, 'api', TIMESTAMP '2026-04-07 08:00:00')",
+        ];
+        for sql in inserts {
+            ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
+        }
+        let rows = |sql: String| async move {
+            let batches = ctx
+                .sql(&sql)
+                .await
+                .expect("plan")
+                .collect()
+                .await
+                .expect("run");
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .expect("format")
+                .to_string()
+        };
+        for (view, order, expected) in [
+            ("statuses", "message_id, status", 4),
+            ("orders", "order_id", 3),
+        ] {
+            let body = &e
+                .catalog
+                .views
+                .iter()
+                .find(|v| v.name == format!("v_{view}"))
+                .expect("view")
+                .body;
+            let split = planned_view_sql(body);
+            assert_ne!(&split, body, "v_{view} runs split");
+            let plain = rows(format!("SELECT * FROM ({body}) AS v ORDER BY {order}")).await;
+            let fast = rows(format!("SELECT * FROM ({split}) AS v ORDER BY {order}")).await;
+            assert_eq!(plain, fast, "v_{view}");
+            let through_view = rows(format!("SELECT * FROM v_{view} ORDER BY {order}")).await;
+            assert_eq!(plain, through_view, "v_{view} as registered");
+            assert_eq!(plain.lines().count(), expected + 4, "v_{view}: {plain}");
+        }
+        // The winners the spec names: m2's earliest ts (131050), o1's latest updated_at.
+        let m2 = rows("SELECT error_code FROM v_statuses WHERE message_id = 'm2'".into()).await;
+        assert!(m2.contains("131050"), "{m2}");
+        let o1 = rows("SELECT total FROM v_orders WHERE order_id = 'o1'".into()).await;
+        assert!(o1.contains("12.0"), "{o1}");
     }
 
     #[test]
