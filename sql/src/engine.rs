@@ -399,7 +399,7 @@ impl Engine {
         let df_err = |e| crate::query::map_df_error(e, &self.options);
         let df = ctx.sql(sql).await.map_err(df_err)?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(df_err)?;
+        let batches = self.run_internal(ctx, sql).await?;
         let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
         if kept.size() + bytes > self.options.materialise_limit() || kept.try_grow(bytes).is_err() {
             tracing::debug!(name = %name, bytes, "not kept in memory: over the limit; recomputed as a view");

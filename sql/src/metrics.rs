@@ -354,13 +354,23 @@ impl Engine {
         ctx: &datafusion::prelude::SessionContext,
         sql: &str,
     ) -> Result<Vec<RecordBatch>> {
-        let err = |e| crate::query::map_df_error(e, &self.options);
-        ctx.sql(sql)
-            .await
-            .map_err(err)?
-            .collect()
-            .await
-            .map_err(err)
+        let pool = ctx.runtime_env().memory_pool.clone();
+        let before = pool.reserved();
+        match collect(ctx, sql, &self.options).await {
+            Err(Error::MemoryLimit { .. }) if joins_by_hash(ctx) => {
+                // The failed plan's tasks release their memory as they are dropped,
+                // which may take a moment after the error.
+                for _ in 0..500 {
+                    if pool.reserved() <= before {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                spill_joins(ctx, pool.reserved(), before);
+                collect(ctx, sql, &self.options).await
+            }
+            other => other,
+        }
     }
 }
 
@@ -448,9 +458,91 @@ fn float(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
+async fn collect(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    options: &crate::options::SqlOptions,
+) -> Result<Vec<RecordBatch>> {
+    let err = |e| crate::query::map_df_error(e, options);
+    ctx.sql(sql)
+        .await
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)
+}
+
+/// Whether `ctx` still plans equi-joins as hash joins.
+pub(crate) fn joins_by_hash(ctx: &datafusion::prelude::SessionContext) -> bool {
+    ctx.state_ref()
+        .read()
+        .config()
+        .options()
+        .optimizer
+        .prefer_hash_join
+}
+
+/// Plans the rest of `ctx`'s statements with sort-merge joins: a hash join must hold
+/// its whole build side in memory, while a sort-merge join's sorts and buffered side
+/// spill to disk. Our statements switch to it when one fails for memory (the 10 M-send
+/// lake in a 2 GiB pool), so a request that fits runs at hash-join speed and one that
+/// does not still finishes.
+pub(crate) fn spill_joins(
+    ctx: &datafusion::prelude::SessionContext,
+    reserved: usize,
+    before: usize,
+) {
+    tracing::info!(
+        reserved,
+        before,
+        "a statement ran out of memory with hash joins; retrying with sort-merge joins, which spill"
+    );
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .optimizer
+        .prefer_hash_join = false;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A join whose hash table does not fit the pool is run again with sort-merge
+    /// joins, whose sorts spill, and gives the right answer; the session keeps them.
+    #[tokio::test]
+    async fn a_join_out_of_memory_is_retried_with_spilling_joins() {
+        let options = crate::options::SqlOptions {
+            memory_limit_bytes: 4 << 20,
+            // Sort-merge joins are planned for partitioned joins only.
+            target_partitions: 2,
+            ..Default::default()
+        };
+        let e = Engine::in_memory(options).await.expect("engine");
+        let ctx = e.session();
+        let sql = "SELECT count(*) AS n, sum(a.value) AS s FROM generate_series(1, 1000000) a \
+                   JOIN (SELECT value, repeat('x', 40) AS pad FROM generate_series(1, 1000000)) b \
+                   ON a.value = b.value";
+        assert!(joins_by_hash(ctx));
+        let first = collect(ctx, sql, &e.options).await;
+        assert!(
+            matches!(first, Err(Error::MemoryLimit { .. })),
+            "the hash join alone must not fit: {first:?}"
+        );
+        let batches = e
+            .run_internal(ctx, sql)
+            .await
+            .expect("retried with sort-merge joins");
+        assert!(!joins_by_hash(ctx));
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string();
+        assert!(
+            text.contains("1000000") && text.contains("500000500000"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn parse_checks_dates_and_dedupes() {
