@@ -396,10 +396,17 @@ impl Engine {
         name: &str,
         sql: &str,
     ) -> Result<()> {
-        let df_err = |e| crate::query::map_df_error(e, &self.options);
-        let df = ctx.sql(sql).await.map_err(df_err)?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = self.run_internal(ctx, sql).await?;
+        // The batches' own schema: the plan's nullability can differ from the
+        // logical one (a union of an anti join and a window, as the split views are).
+        let schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => {
+                let df_err = |e| crate::query::map_df_error(e, &self.options);
+                let df = ctx.sql(sql).await.map_err(df_err)?;
+                Arc::new(df.schema().as_arrow().clone())
+            }
+        };
         let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
         if kept.size() + bytes > self.options.materialise_limit() || kept.try_grow(bytes).is_err() {
             tracing::debug!(name = %name, bytes, "not kept in memory: over the limit; recomputed as a view");
