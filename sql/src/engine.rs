@@ -12,7 +12,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
@@ -101,7 +101,12 @@ fn session(options: &SqlOptions) -> Result<SessionContext> {
         None => DiskManagerBuilder::default().with_mode(DiskManagerMode::OsTmpDirectory),
     };
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(options.memory_limit_bytes)))
+        // Fair shares for the spilling operators; the tracker names the largest
+        // consumers in an out-of-memory error (as DataFusion's default pool does).
+        .with_memory_pool(Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(options.memory_limit_bytes),
+            std::num::NonZeroUsize::new(5).expect("5 is not zero"),
+        )))
         .with_disk_manager_builder(disk)
         // DataFusion (52+) caches each table's file listing with no expiry by default;
         // the lake gains files every flush, so every query lists them afresh (the

@@ -357,7 +357,8 @@ impl Engine {
         let pool = ctx.runtime_env().memory_pool.clone();
         let before = pool.reserved();
         match collect(ctx, sql, &self.options).await {
-            Err(Error::MemoryLimit { .. }) if joins_by_hash(ctx) => {
+            Err(e @ Error::MemoryLimit { .. }) if joins_by_hash(ctx) => {
+                tracing::info!(error = %e, statement = %sql.chars().take(400).collect::<String>(), "out of memory with hash joins");
                 // The failed plan's tasks release their memory as they are dropped,
                 // which may take a moment after the error.
                 for _ in 0..500 {
