@@ -19,8 +19,9 @@
 --   the GROUP BY here 7.8 s to 14.0 s at 1 M units. Statuses need only the earliest
 --   ts per (message_id, status), which is v_statuses' winner. A boolean inside
 --   first_value is slow in DataFusion 55 (no groups accumulator), so flags go through
---   0/1 integers. DuckDB names the aggregate `first`. Only when two copies tie on the view's order (then the view
---   keeps an arbitrary one) may the columns here come from different tied copies.
+--   0/1 integers. DuckDB names the aggregate `first`. Only when two copies tie on the
+--   view's order (then the view keeps an arbitrary one) may the columns here come from
+--   different tied copies.
 -- * Every outcome becomes one row of `ev` (phone_hash, kind k, of_exp, ts, amount), the
 --   units are joined to it once, and one GROUP BY per unit ORs the outcome bits of
 --   `flags` (window bits 1..32, pre-period bits 64..2048; a read is also a delivery).

@@ -358,7 +358,6 @@ impl Engine {
         let before = pool.reserved();
         match collect(ctx, sql, &self.options).await {
             Err(e @ Error::MemoryLimit { .. }) if joins_by_hash(ctx) => {
-                tracing::info!(error = %e, statement = %sql.chars().take(400).collect::<String>(), "out of memory with hash joins");
                 // The failed plan's tasks release their memory as they are dropped,
                 // which may take a moment after the error.
                 for _ in 0..500 {
@@ -367,7 +366,7 @@ impl Engine {
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
-                spill_joins(ctx, pool.reserved(), before);
+                spill_joins(ctx, &e, sql, pool.reserved(), before);
                 collect(ctx, sql, &self.options).await
             }
             other => other,
@@ -485,15 +484,20 @@ pub(crate) fn joins_by_hash(ctx: &datafusion::prelude::SessionContext) -> bool {
 
 /// Plans the rest of `ctx`'s statements with sort-merge joins: a hash join must hold
 /// its whole build side in memory, while a sort-merge join's sorts and buffered side
-/// spill to disk. Our statements switch to it when one fails for memory (the 10 M-send
-/// lake in a 2 GiB pool), so a request that fits runs at hash-join speed and one that
-/// does not still finishes.
+/// spill to disk. Our statements switch to it when one fails for memory, so a request
+/// that fits runs at hash-join speed and a larger one gets a second chance. (Not a
+/// guarantee: in DataFusion 55 a sort that finished in memory cannot spill, which is
+/// how the 10 M-send lake still fails in a 2 GiB pool, BENCHMARKS.md.)
 pub(crate) fn spill_joins(
     ctx: &datafusion::prelude::SessionContext,
+    error: &Error,
+    sql: &str,
     reserved: usize,
     before: usize,
 ) {
     tracing::info!(
+        %error,
+        statement = %sql.chars().take(400).collect::<String>(),
         reserved,
         before,
         "a statement ran out of memory with hash joins; retrying with sort-merge joins, which spill"
