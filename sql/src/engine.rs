@@ -394,6 +394,11 @@ impl Engine {
     /// Computes `sql` into memory as the table `name` of `ctx`, reserved in `kept`, when
     /// it fits in [`SqlOptions::materialise_limit`] (half the pool by default, so the
     /// statements keep room to sort and spill); else registers it as a view.
+    ///
+    /// The result is reserved batch by batch as it streams in: one that outgrows the
+    /// limit is dropped as soon as it does, so no more than the limit is ever held
+    /// outside the pool's view (collecting it whole first would put a result of any
+    /// size in memory before the check).
     pub(crate) async fn materialise(
         &self,
         ctx: &SessionContext,
@@ -401,25 +406,50 @@ impl Engine {
         name: &str,
         sql: &str,
     ) -> Result<()> {
-        let batches = self.run_internal(ctx, sql).await?;
-        // The batches' own schema: the plan's nullability can differ from the
-        // logical one (a union of an anti join and a window, as the split views are).
-        let schema = match batches.first() {
-            Some(b) => b.schema(),
-            None => {
-                let df_err = |e| crate::query::map_df_error(e, &self.options);
-                let df = ctx.sql(sql).await.map_err(df_err)?;
-                Arc::new(df.schema().as_arrow().clone())
+        use futures_util::StreamExt;
+        let df_err = |e| crate::query::map_df_error(e, &self.options);
+        let df = ctx.sql(sql).await.map_err(df_err)?;
+        let logical = Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await.map_err(df_err)?;
+        let mut batches = Vec::new();
+        let held = kept.new_empty();
+        let limit = self.options.materialise_limit();
+        let mut fits = true;
+        while let Some(batch) = stream.next().await {
+            let batch = match batch {
+                Ok(b) => b,
+                // Out of memory while computing it: the readers compute it as a view
+                // (with the statements' own retry), rather than failing the request.
+                Err(e) => match df_err(e) {
+                    e @ Error::MemoryLimit { .. } => {
+                        tracing::debug!(name = %name, error = %e, "not kept in memory: computing it ran out of memory");
+                        fits = false;
+                        break;
+                    }
+                    e => return Err(e),
+                },
+            };
+            let bytes = batch.get_array_memory_size();
+            if kept.size() + held.size() + bytes > limit || held.try_grow(bytes).is_err() {
+                tracing::debug!(name = %name, bytes = held.size() + bytes, "not kept in memory: over the limit; recomputed as a view");
+                fits = false;
+                break;
             }
-        };
-        let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
-        if kept.size() + bytes > self.options.materialise_limit() || kept.try_grow(bytes).is_err() {
-            tracing::debug!(name = %name, bytes, "not kept in memory: over the limit; recomputed as a view");
+            batches.push(batch);
+        }
+        drop(stream);
+        if !fits {
             drop(batches);
+            drop(held);
             return register_view(ctx, name, sql, &self.options).await;
         }
+        // The batches' own schema: the plan's nullability can differ from the
+        // logical one (a union of an anti join and a window, as the split views are).
+        let schema = batches.first().map_or(logical, |b| b.schema());
         let t = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(exec)?;
         ctx.register_table(name, Arc::new(t)).map_err(exec)?;
+        kept.grow(held.size());
+        held.free();
         Ok(())
     }
 
@@ -568,6 +598,64 @@ mod tests {
         let sql = e.narrowed("v_statuses", "SELECT * FROM statuses");
         assert!(sql.starts_with("SELECT \"") && sql.contains("FROM (SELECT * FROM statuses)"));
         assert_eq!(e.narrowed("no_such_view", "SELECT 1"), "SELECT 1");
+    }
+
+    /// `materialise` keeps a result that fits and reserves it; one that outgrows the
+    /// limit part-way through its stream becomes a view with the same rows, and the
+    /// batches it held are released from the pool.
+    #[tokio::test]
+    async fn materialise_keeps_what_fits_and_falls_back_to_a_view_mid_stream() {
+        use datafusion::datasource::TableType;
+        let options = SqlOptions {
+            // Room for the small result, not for the ~100 batches of the large one.
+            materialise_limit_bytes: Some(1 << 20),
+            ..SqlOptions::default()
+        };
+        let e = Engine::in_memory(options).await.expect("engine");
+        let pool = e.session().runtime_env().memory_pool.clone();
+        let ctx = e.session();
+        let kept =
+            datafusion::execution::memory_pool::MemoryConsumer::new("test kept").register(&pool);
+        let count = |name: &'static str| async move {
+            let b = ctx
+                .sql(&format!("SELECT count(*) AS n FROM {name}"))
+                .await
+                .expect("plan")
+                .collect()
+                .await
+                .expect("run");
+            datafusion::arrow::util::pretty::pretty_format_batches(&b)
+                .expect("format")
+                .to_string()
+        };
+        e.materialise(ctx, &kept, "small", "SELECT * FROM generate_series(1, 10)")
+            .await
+            .expect("small");
+        let small = ctx.table_provider("small").await.expect("small");
+        assert_eq!(small.table_type(), TableType::Base, "kept in memory");
+        assert!(kept.size() > 0, "its memory is reserved");
+        let after_small = pool.reserved();
+        // 819,200 rows come in batches of 8,192: the limit is passed after a few.
+        e.materialise(
+            ctx,
+            &kept,
+            "large",
+            "SELECT value, value * 2 AS twice FROM generate_series(1, 819200)",
+        )
+        .await
+        .expect("large");
+        let large = ctx.table_provider("large").await.expect("large");
+        assert_eq!(large.table_type(), TableType::View, "recomputed where read");
+        // The plan's own operators release theirs as their tasks wind down.
+        for _ in 0..500 {
+            if pool.reserved() == after_small {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.reserved(), after_small, "its batches were released");
+        assert!(count("large").await.contains("819200"));
+        assert!(count("small").await.contains("| 10 "));
     }
 
     /// The split dedupe gives the view's rows: single copies, repeated keys (the
