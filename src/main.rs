@@ -20,7 +20,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 // glibc malloc showed up as ~25% of ingest CPU (arena lock contention between the WAL
-// thread, the flusher and the request workers); mimalloc has per-thread heaps.
+// thread, the flusher and the request workers); mimalloc has per-thread heaps. Its v2
+// line (the `v2` feature): v3 keeps freed pages for a second before returning them, which
+// put a metrics request's peak RSS ~700 MiB above v2's for the same speed (BENCHMARKS.md,
+// 2026-12-05).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

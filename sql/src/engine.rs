@@ -104,7 +104,7 @@ fn session(options: &SqlOptions) -> Result<SessionContext> {
         // Fair shares for the spilling operators; the tracker names the largest
         // consumers in an out-of-memory error (as DataFusion's default pool does).
         .with_memory_pool(Arc::new(TrackConsumersPool::new(
-            FairSpillPool::new(options.memory_limit_bytes),
+            FairSpillPool::new(options.pool_bytes()),
             std::num::NonZeroUsize::new(5).expect("5 is not zero"),
         )))
         .with_disk_manager_builder(disk)

@@ -13,8 +13,11 @@ pub struct SqlOptions {
     pub query_timeout_ms: u64,
     /// Most rows a user query may return; past it the answer is 400.
     pub max_result_rows: usize,
-    /// Memory pool shared by all running queries; sorts, aggregates and joins spill to
-    /// disk beyond it, and a query that still cannot fit fails with 400.
+    /// Memory for all running queries together; sorts, aggregates and joins spill to
+    /// disk beyond it, and a query that still cannot fit fails with 400. DataFusion's
+    /// pool gets 7/8 of it ([`SqlOptions::pool_bytes`]): the rest is headroom for what
+    /// its operators do not account for (Parquet decoding buffers, allocator slack),
+    /// so the process's resident memory for queries stays within this figure.
     pub memory_limit_bytes: usize,
     /// Most memory `/v1/metrics` may hold in the views and units it computes once per
     /// request (default: half of `memory_limit_bytes`, so the statements keep room to
@@ -73,10 +76,16 @@ impl Default for SqlOptions {
 }
 
 impl SqlOptions {
+    /// The size of DataFusion's memory pool: `memory_limit_bytes` less an eighth kept
+    /// as headroom for memory the operators do not track.
+    pub fn pool_bytes(&self) -> usize {
+        self.memory_limit_bytes - self.memory_limit_bytes / 8
+    }
+
     /// What `/v1/metrics` may keep in memory per request: `materialise_limit_bytes`,
     /// never more than half the pool.
     pub fn materialise_limit(&self) -> usize {
-        let half = self.memory_limit_bytes / 2;
+        let half = self.pool_bytes() / 2;
         self.materialise_limit_bytes.map_or(half, |l| l.min(half))
     }
 
