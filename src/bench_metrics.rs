@@ -412,6 +412,9 @@ pub struct MetricsArgs {
     /// Skip the partition-pruning part (one day in a 30- vs a 180-day lake).
     #[arg(long)]
     no_pruning: bool,
+    /// Ages of the pruning part's lakes, in days (one day of metrics is timed in each).
+    #[arg(long, value_delimiter = ',', default_value = "30,180")]
+    pruning_days: Vec<i64>,
     /// Fraction of every table's rows landed twice, as webhook retries land them
     /// (received 1–30 s later); every view's dedupe then has work to do.
     #[arg(long, default_value_t = 0.02)]
@@ -437,6 +440,7 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
         zstd_level,
         statistics,
         no_pruning,
+        pruning_days,
         copies,
         duckdb_planned_views,
     } = args;
@@ -514,7 +518,10 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
     );
 
     // Partition pruning: one day of metrics in a young and an old lake.
-    let pruning_lakes: &[i64] = if no_pruning { &[] } else { &[30, 180] };
+    if pruning_days.iter().any(|d| *d < 1) {
+        bail!("--pruning-days takes ages of at least one day, not {pruning_days:?}");
+    }
+    let pruning_lakes: &[i64] = if no_pruning { &[] } else { &pruning_days };
     for &lake_days in pruning_lakes {
         let root = lake(&base, lake_days, prune_per_day, &layout, copies)?;
         let engine = Engine::open(&LakeLocation::local(&root)?, options.clone()).await?;
