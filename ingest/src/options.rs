@@ -41,7 +41,7 @@ impl Default for IngestOptions {
             wal_segment_bytes: 64 << 20,
             wal_queue_requests: 16_384,
             group_commit_max_requests: 8_192,
-            group_commit_delay_us: 1_000,
+            group_commit_delay_us: 600,
             max_body_bytes: 16 << 20,
             dead_letter_retention_days: 7,
             policy_version: "1".to_owned(),

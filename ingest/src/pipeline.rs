@@ -166,6 +166,10 @@ struct Shared {
     closing: AtomicBool,
     /// Wakes the flusher early (buffer full, shutdown).
     flush_wake: tokio::sync::Notify,
+    /// The last flushed buffer, emptied, kept for its capacity: the next buffer
+    /// fills it instead of growing from nothing (copying at every doubling and
+    /// faulting in fresh pages) during every flush interval.
+    spare: Mutex<Vec<Event>>,
 }
 
 /// The ingest pipeline. Cheap to share behind an `Arc`.
@@ -246,6 +250,7 @@ impl Ingestor {
             last_flush_error: Mutex::new(None),
             closing: AtomicBool::new(false),
             flush_wake: tokio::sync::Notify::new(),
+            spare: Mutex::new(Vec::new()),
         });
         if let Some(intent) = intent {
             if intent.seq_end > checkpoint {
@@ -354,20 +359,22 @@ impl Ingestor {
     /// On failure the events stay buffered (and in the WAL) for the next attempt.
     pub async fn flush(&self) -> Result<()> {
         let _guard = self.flush_lock.lock().await;
+        let spare = std::mem::take(&mut *lock(&self.shared.spare));
         let (events, seq_end) = {
             let mut b = lock(&self.shared.buffer);
-            let taken = std::mem::take(&mut *b);
-            b.max_seq = taken.max_seq;
-            (taken.events, taken.max_seq)
+            b.oldest = None;
+            (std::mem::replace(&mut b.events, spare), b.max_seq)
         };
         if events.is_empty() {
             return Ok(());
         }
         let rows = events.len() as u64;
-        let (events, result) = write_flush(&self.shared, events, seq_end, None).await;
+        let (mut events, result) = write_flush(&self.shared, events, seq_end, None).await;
         let stats = &self.shared.stats;
         match result {
             Ok(files) => {
+                events.clear();
+                *lock(&self.shared.spare) = events;
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
                 stats.rows_flushed.fetch_add(rows, Ordering::Relaxed);
                 stats
