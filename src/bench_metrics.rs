@@ -3,7 +3,7 @@
 //! retries land them), then times the full metric set grouped by day and
 //! by campaign with DataFusion (`/v1/metrics`' own code path) and the very same SQL
 //! statements in DuckDB over the same files, in the same run; then the time of one
-//! day's metrics in a 30-day and a 180-day lake (partition pruning).
+//! day's metrics in lakes of several ages (30 and 180 days by default: partition pruning).
 
 use anyhow::{Context, Result, bail};
 use chatlake_ingest::lake::{EnabledStatistics, Layout, encode_parquet};
@@ -383,7 +383,7 @@ pub struct MetricsArgs {
     /// Days the sends span.
     #[arg(long, default_value_t = 30)]
     days: i64,
-    /// Sends per day of the 30- and 180-day pruning lakes.
+    /// Sends per day of the pruning lakes.
     #[arg(long, default_value_t = 20_000)]
     prune_sends_per_day: u64,
     /// Timed rounds (the median is reported).
@@ -409,7 +409,7 @@ pub struct MetricsArgs {
     /// or `none` (default: the lake's own).
     #[arg(long)]
     statistics: Option<String>,
-    /// Skip the partition-pruning part (one day in a 30- vs a 180-day lake).
+    /// Skip the partition-pruning part (one day in lakes of the `--pruning-days` ages).
     #[arg(long)]
     no_pruning: bool,
     /// Ages of the pruning part's lakes, in days (one day of metrics is timed in each).
@@ -446,6 +446,9 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
     } = args;
     if !(0.0..=1.0).contains(&copies) {
         bail!("--copies is a fraction between 0 and 1, not {copies}");
+    }
+    if pruning_days.iter().any(|d| *d < 1) {
+        bail!("--pruning-days takes ages of at least one day, not {pruning_days:?}");
     }
     let lake_default = Layout::default();
     let layout = Layout {
@@ -517,10 +520,7 @@ pub async fn run(args: MetricsArgs) -> Result<()> {
         options.memory_limit_bytes >> 20
     );
 
-    // Partition pruning: one day of metrics in a young and an old lake.
-    if pruning_days.iter().any(|d| *d < 1) {
-        bail!("--pruning-days takes ages of at least one day, not {pruning_days:?}");
-    }
+    // Partition pruning: one day of metrics in lakes of each age.
     let pruning_lakes: &[i64] = if no_pruning { &[] } else { &pruning_days };
     for &lake_days in pruning_lakes {
         let root = lake(&base, lake_days, prune_per_day, &layout, copies)?;

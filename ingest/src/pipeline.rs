@@ -359,15 +359,15 @@ impl Ingestor {
     /// On failure the events stay buffered (and in the WAL) for the next attempt.
     pub async fn flush(&self) -> Result<()> {
         let _guard = self.flush_lock.lock().await;
-        let spare = std::mem::take(&mut *lock(&self.shared.spare));
         let (events, seq_end) = {
             let mut b = lock(&self.shared.buffer);
             b.oldest = None;
+            if b.events.is_empty() {
+                return Ok(());
+            }
+            let spare = std::mem::take(&mut *lock(&self.shared.spare));
             (std::mem::replace(&mut b.events, spare), b.max_seq)
         };
-        if events.is_empty() {
-            return Ok(());
-        }
         let rows = events.len() as u64;
         let (mut events, result) = write_flush(&self.shared, events, seq_end, None).await;
         let stats = &self.shared.stats;

@@ -412,35 +412,34 @@ impl Engine {
         let logical = Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await.map_err(df_err)?;
         let mut batches = Vec::new();
-        let held = kept.new_empty();
-        let limit = self.options.materialise_limit();
-        let mut fits = true;
+        // What this result has grown `kept` by so far (given back if it is not kept).
+        let mut taken = 0;
         while let Some(batch) = stream.next().await {
-            let batch = match batch {
-                Ok(b) => b,
-                // Out of memory while computing it: the readers compute it as a view
-                // (with the statements' own retry), rather than failing the request.
-                Err(e) => match df_err(e) {
-                    e @ Error::MemoryLimit { .. } => {
-                        tracing::debug!(name = %name, error = %e, "not kept in memory: computing it ran out of memory");
-                        fits = false;
-                        break;
+            let reason = match batch {
+                Ok(b) => {
+                    let bytes = b.get_array_memory_size();
+                    if kept.size() + bytes <= self.options.materialise_limit()
+                        && kept.try_grow(bytes).is_ok()
+                    {
+                        taken += bytes;
+                        batches.push(b);
+                        continue;
                     }
-                    e => return Err(e),
+                    "over the limit"
+                }
+                // Out of memory while computing it: the readers compute it as a view,
+                // under the statements' own retry, rather than failing the request.
+                Err(e) => match df_err(e) {
+                    Error::MemoryLimit { .. } => "computing it ran out of memory",
+                    e => {
+                        kept.shrink(taken);
+                        return Err(e);
+                    }
                 },
             };
-            let bytes = batch.get_array_memory_size();
-            if kept.size() + held.size() + bytes > limit || held.try_grow(bytes).is_err() {
-                tracing::debug!(name = %name, bytes = held.size() + bytes, "not kept in memory: over the limit; recomputed as a view");
-                fits = false;
-                break;
-            }
-            batches.push(batch);
-        }
-        drop(stream);
-        if !fits {
-            drop(batches);
-            drop(held);
+            tracing::debug!(name = %name, kept_bytes = taken, reason, "not kept in memory; recomputed as a view");
+            drop((stream, batches));
+            kept.shrink(taken);
             return register_view(ctx, name, sql, &self.options).await;
         }
         // The batches' own schema: the plan's nullability can differ from the
@@ -448,8 +447,6 @@ impl Engine {
         let schema = batches.first().map_or(logical, |b| b.schema());
         let t = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(exec)?;
         ctx.register_table(name, Arc::new(t)).map_err(exec)?;
-        kept.grow(held.size());
-        held.free();
         Ok(())
     }
 
@@ -600,9 +597,24 @@ mod tests {
         assert_eq!(e.narrowed("no_such_view", "SELECT 1"), "SELECT 1");
     }
 
+    /// A query's result as a pretty-printed table.
+    async fn pretty(ctx: &datafusion::prelude::SessionContext, sql: &str) -> String {
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string()
+    }
+
     /// `materialise` keeps a result that fits and reserves it; one that outgrows the
-    /// limit part-way through its stream becomes a view with the same rows, and the
-    /// batches it held are released from the pool.
+    /// limit becomes a view as soon as it does — before the rest is computed: the
+    /// large result below fails in its last rows, which a collect-then-check would hit —
+    /// and what it held is released from the pool.
     #[tokio::test]
     async fn materialise_keeps_what_fits_and_falls_back_to_a_view_mid_stream() {
         use datafusion::datasource::TableType;
@@ -616,36 +628,27 @@ mod tests {
         let ctx = e.session();
         let kept =
             datafusion::execution::memory_pool::MemoryConsumer::new("test kept").register(&pool);
-        let count = |name: &'static str| async move {
-            let b = ctx
-                .sql(&format!("SELECT count(*) AS n FROM {name}"))
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
-            datafusion::arrow::util::pretty::pretty_format_batches(&b)
-                .expect("format")
-                .to_string()
-        };
         e.materialise(ctx, &kept, "small", "SELECT * FROM generate_series(1, 10)")
             .await
             .expect("small");
         let small = ctx.table_provider("small").await.expect("small");
         assert_eq!(small.table_type(), TableType::Base, "kept in memory");
         assert!(kept.size() > 0, "its memory is reserved");
-        let after_small = pool.reserved();
-        // 819,200 rows come in batches of 8,192: the limit is passed after a few.
-        e.materialise(
-            ctx,
-            &kept,
-            "large",
-            "SELECT value, value * 2 AS twice FROM generate_series(1, 819200)",
-        )
-        .await
-        .expect("large");
-        let large = ctx.table_provider("large").await.expect("large");
-        assert_eq!(large.table_type(), TableType::View, "recomputed where read");
+        let (kept_small, after_small) = (kept.size(), pool.reserved());
+        // 819,200 rows in batches of 8,192: the limit is passed after a few; the rows
+        // past 819,000 divide by zero.
+        let large = "SELECT value, CASE WHEN value > 819000 THEN value / (value - value) \
+                     ELSE value * 2 END AS twice FROM generate_series(1, 819200)";
+        e.materialise(ctx, &kept, "large", large)
+            .await
+            .expect("given up before the failing rows");
+        let provider = ctx.table_provider("large").await.expect("large");
+        assert_eq!(
+            provider.table_type(),
+            TableType::View,
+            "recomputed where read"
+        );
+        assert_eq!(kept.size(), kept_small, "its batches were given back");
         // The plan's own operators release theirs as their tasks wind down.
         for _ in 0..500 {
             if pool.reserved() == after_small {
@@ -653,9 +656,50 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!(pool.reserved(), after_small, "its batches were released");
-        assert!(count("large").await.contains("819200"));
-        assert!(count("small").await.contains("| 10 "));
+        assert_eq!(
+            pool.reserved(),
+            after_small,
+            "the pool is back where it was"
+        );
+        assert!(
+            pretty(ctx, "SELECT count(*) AS n FROM small")
+                .await
+                .contains("| 10 ")
+        );
+        let whole = ctx.sql("SELECT sum(twice) FROM large").await.expect("plan");
+        assert!(
+            whole.collect().await.is_err(),
+            "the view computes every row"
+        );
+    }
+
+    /// A result whose computation runs out of memory is not an error for the request:
+    /// it becomes a view, and nothing stays reserved for it.
+    #[tokio::test]
+    async fn materialise_that_runs_out_of_memory_becomes_a_view() {
+        use datafusion::datasource::TableType;
+        let options = SqlOptions {
+            memory_limit_bytes: 4 << 20,
+            target_partitions: 2,
+            ..SqlOptions::default()
+        };
+        let e = Engine::in_memory(options).await.expect("engine");
+        let ctx = e.session();
+        let kept = datafusion::execution::memory_pool::MemoryConsumer::new("test kept")
+            .register(&ctx.runtime_env().memory_pool);
+        // The hash join's build side alone is larger than the pool.
+        let join = "SELECT a.value FROM generate_series(1, 1000000) a \
+                    JOIN (SELECT value, repeat('x', 40) AS pad FROM generate_series(1, 1000000)) b \
+                    ON a.value = b.value";
+        let direct = ctx.sql(join).await.expect("plan").collect().await;
+        let message = direct.expect_err("must not fit").to_string();
+        assert!(message.contains("Resources exhausted"), "{message}");
+        e.materialise(ctx, &kept, "joined", join)
+            .await
+            .expect("not an error");
+        let provider = ctx.table_provider("joined").await.expect("joined");
+        assert_eq!(provider.table_type(), TableType::View);
+        assert_eq!(kept.size(), 0);
     }
 
     /// The split dedupe gives the view's rows: single copies, repeated keys (the
@@ -687,18 +731,7 @@ mod tests {
         for sql in inserts {
             ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
         }
-        let rows = |sql: String| async move {
-            let batches = ctx
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
-            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-                .expect("format")
-                .to_string()
-        };
+        let rows = |sql: String| async move { pretty(ctx, &sql).await };
         for (view, order, expected) in [
             ("statuses", "message_id, status", 4),
             ("orders", "order_id", 3),

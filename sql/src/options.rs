@@ -17,12 +17,13 @@ pub struct SqlOptions {
     /// disk beyond it, and a query that still cannot fit fails with 400. DataFusion's
     /// pool gets 7/8 of it ([`SqlOptions::pool_bytes`]): the rest is headroom for what
     /// its operators do not account for (Parquet decoding buffers, allocator slack),
-    /// so the process's resident memory for queries stays within this figure.
+    /// so that resident memory stays near this figure (measured in BENCHMARKS.md; a
+    /// query that runs out can still overshoot it while it fails).
     pub memory_limit_bytes: usize,
     /// Most memory `/v1/metrics` may hold in the views and units it computes once per
-    /// request (default: half of `memory_limit_bytes`, so the statements keep room to
-    /// sort and spill). One that does not fit is not kept: it is recomputed where it
-    /// is read, which costs time, not correctness.
+    /// request (default and at most: half of the pool, [`SqlOptions::pool_bytes`], so
+    /// the statements keep room to sort and spill). One that does not fit is not kept:
+    /// it is recomputed where it is read, which costs time, not correctness.
     pub materialise_limit_bytes: Option<usize>,
     /// Folder for spill files (default: the system temporary folder).
     pub spill_dir: Option<std::path::PathBuf>,
