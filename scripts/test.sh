@@ -25,7 +25,7 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> tests"
 cargo nextest run --workspace --all-targets --locked --no-fail-fast </dev/null
 cargo test --workspace --doc --locked </dev/null

@@ -201,6 +201,7 @@ pub async fn build_app(
     .map_err(anyhow::Error::msg)?;
     let state = Arc::new(state);
     chatlake_api::suppressions::start_refresher(state.clone());
+    chatlake_api::experiments::start_refresher(state.clone());
     if let Err(e) = chatlake_api::sends::resume(&state) {
         tracing::error!(error = %e.message, "could not resume interrupted send requests");
     }

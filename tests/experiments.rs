@@ -522,3 +522,195 @@ fn calculators() {
         assert!(v["error"]["message"].is_string());
     }
 }
+
+/// The snapshot files of an experiment in the server's lake.
+fn snapshots(s: &Server, id: &str) -> Vec<String> {
+    let dir = s
+        .data
+        .join("lake/experiments")
+        .join(format!("experiment_id={id}"));
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Results come from the experiment's snapshot while the lake is unchanged, are
+/// recomputed (and the old snapshot removed) once a flush lands a file, and with
+/// `max_age_s` a recent snapshot answers even though the lake has changed.
+#[test]
+fn experiment_snapshots() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Server::start(
+        dir.path(),
+        &[("CHATLAKE_SQL__EXPERIMENT_REFRESH_INTERVAL_S", "0")],
+    );
+    let exp = define(
+        &s,
+        json!({"id": "exp-snap", "salt": "s-snap", "arms": [{"name": "control", "weight": 1}, {"name": "b", "weight": 1}],
+               "window_days": 7, "control": "control", "currency": "EUR"}),
+    );
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut ev = Events::default();
+    let mut seq = 0;
+    let truth = generate(
+        &Population {
+            exp: &exp,
+            prefix: "5",
+            units: 400,
+            p_click: &|_| 0.3,
+            p_convert: &|_| 0.1,
+        },
+        &mut r,
+        &mut ev,
+        &mut seq,
+    );
+    post_all(&s, "assignments", &ev.assignments);
+    post_all(&s, "sends", &ev.sends);
+    post_all(&s, "statuses", &ev.statuses);
+    post_all(&s, "clicks", &ev.clicks);
+    post_all(&s, "orders", &ev.orders);
+    s.flush();
+    assert!(snapshots(&s, "exp-snap").is_empty());
+
+    let path = "/v1/experiments/exp-snap/results";
+    let (st, first) = get_json(&s, path, MARKETER);
+    assert_eq!(st, 200, "{first}");
+    let files = snapshots(&s, "exp-snap");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with("units-") && files[0].ends_with(".parquet"),
+        "{files:?}"
+    );
+    assert!(first["computed_at"].is_string(), "{first}");
+    for (arm, (n, sums)) in &truth {
+        let mean = sums.get("converted").copied().unwrap_or(0.0) / n;
+        assert!((arm_mean(&first, arm, "converted") - mean).abs() < 1e-12);
+    }
+    // The snapshot is a plain Parquet file: one row per unit.
+    let snap = s
+        .data
+        .join("lake/experiments/experiment_id=exp-snap")
+        .join(&files[0]);
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&snap).expect("open snapshot"),
+    )
+    .expect("parquet");
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 400);
+
+    // Unchanged lake: the same answer from the same snapshot.
+    let (st, again) = get_json(&s, path, MARKETER);
+    assert_eq!(st, 200);
+    assert_eq!(again, first);
+    assert_eq!(snapshots(&s, "exp-snap"), files);
+
+    // A control unit with no conversion buys in its window: once flushed, the results
+    // count it, from a new snapshot that replaces the old one.
+    let buyer = (0..400)
+        .map(|i| format!("+49155{i:06}"))
+        .find(|p| {
+            exp.assign(&hash(p)) == "control"
+                && !ev
+                    .orders
+                    .iter()
+                    .any(|o| o["phone"] == p.as_str() && o["ts"].as_str() > Some(ts(BASE).as_str()))
+        })
+        .expect("a control unit that did not convert");
+    let t0 = BASE + buyer[6..].parse::<i64>().expect("index") * 7;
+    let order = |id: &str| json!({"order_id": id, "ts": ts(t0 + DAY), "phone": buyer, "total": 10.0, "currency": "EUR"});
+    post_all(&s, "orders", &[order("late-1")]);
+    s.flush();
+    let (st, second) = get_json(&s, path, MARKETER);
+    assert_eq!(st, 200, "{second}");
+    let n_control = truth["control"].0;
+    let before = arm_mean(&first, "control", "converted");
+    assert!((arm_mean(&second, "control", "converted") - (before + 1.0 / n_control)).abs() < 1e-12);
+    assert_ne!(second["computed_at"], first["computed_at"]);
+    let files2 = snapshots(&s, "exp-snap");
+    assert_eq!(files2.len(), 1, "{files2:?}");
+    assert_ne!(files2, files);
+
+    // Another order lands: `max_age_s` accepts the snapshot of a moment ago; without it
+    // the answer is the lake's as it is.
+    let revenue = arm_mean(&second, "control", "revenue");
+    post_all(&s, "orders", &[order("late-2")]);
+    s.flush();
+    let (st, stale) = get_json(&s, &format!("{path}?max_age_s=3600"), MARKETER);
+    assert_eq!(st, 200, "{stale}");
+    assert_eq!(stale, second);
+    let (st, fresh) = get_json(&s, path, MARKETER);
+    assert_eq!(st, 200);
+    assert!((arm_mean(&fresh, "control", "revenue") - (revenue + 10.0 / n_control)).abs() < 1e-9);
+    assert_ne!(fresh["computed_at"], second["computed_at"]);
+
+    let (st, bad) = get_json(&s, &format!("{path}?max_age_s=soon"), MARKETER);
+    assert_eq!(st, 400, "{bad}");
+    assert_eq!(bad["error"]["code"], "invalid_request");
+}
+
+/// `chatlake serve` computes a running experiment's snapshot on its own when the lake
+/// changes, so the first results request reads it instead of computing.
+#[test]
+fn experiment_snapshots_are_refreshed_in_the_background() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Server::start(
+        dir.path(),
+        &[("CHATLAKE_SQL__EXPERIMENT_REFRESH_INTERVAL_S", "1")],
+    );
+    let exp = define(
+        &s,
+        json!({"id": "exp-bg", "salt": "s-bg", "arms": [{"name": "control", "weight": 1}, {"name": "b", "weight": 1}]}),
+    );
+    let mut r = Rng(7);
+    let mut ev = Events::default();
+    let mut seq = 0;
+    generate(
+        &Population {
+            exp: &exp,
+            prefix: "6",
+            units: 100,
+            p_click: &|_| 0.3,
+            p_convert: &|_| 0.1,
+        },
+        &mut r,
+        &mut ev,
+        &mut seq,
+    );
+    post_all(&s, "assignments", &ev.assignments);
+    post_all(&s, "orders", &ev.orders);
+    s.flush();
+    // Wait for a snapshot that stays (a tick that found the lake mid-flush would be
+    // replaced by the next one).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (mut files, mut since) = (Vec::new(), std::time::Instant::now());
+    loop {
+        let now = snapshots(&s, "exp-bg");
+        if now != files {
+            (files, since) = (now, std::time::Instant::now());
+        } else if files.iter().any(|f| f.starts_with("units-"))
+            && since.elapsed() > std::time::Duration::from_millis(2500)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lasting snapshot after 60 s: {files:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (st, res) = get_json(&s, "/v1/experiments/exp-bg/results", ANALYST);
+    assert_eq!(st, 200, "{res}");
+    assert_eq!(snapshots(&s, "exp-bg"), files);
+    let n: f64 = res["arms"]
+        .as_array()
+        .expect("arms")
+        .iter()
+        .map(|a| f(&a["n"]))
+        .sum();
+    assert_eq!(n, 100.0);
+}

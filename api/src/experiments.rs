@@ -18,6 +18,7 @@ use chatlake_sql::experiment::{ExperimentQuery, ExperimentStats, UNIT_METRICS};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 const READERS: &[Role] = &[Role::Analyst, Role::Marketer, Role::Admin];
 /// Defining experiments: analysts and marketers both run them (API.md lists
@@ -134,6 +135,20 @@ fn parse_min_n(q: &HashMap<String, String>) -> ApiResult<u64> {
     }
 }
 
+/// `max_age_s`: a snapshot computed up to this many seconds ago answers even if the
+/// lake has changed since (default 0: the lake as it is).
+fn parse_max_age(q: &HashMap<String, String>) -> ApiResult<u64> {
+    match q.get("max_age_s") {
+        None => Ok(0),
+        Some(v) => v.trim().parse::<u64>().map_err(|_| {
+            bad(
+                "invalid_request",
+                format!("`max_age_s` must be a whole number of seconds, not `{v}`"),
+            )
+        }),
+    }
+}
+
 fn kind_of(binary: bool) -> MetricKind {
     if binary {
         MetricKind::Proportion
@@ -170,7 +185,7 @@ impl Default for ResultOptions {
     }
 }
 
-/// `GET /v1/experiments/{id}/results[?cuped=true&alpha=&min_n=]`.
+/// `GET /v1/experiments/{id}/results[?cuped=true&alpha=&min_n=&max_age_s=]`.
 pub(crate) async fn results(
     State(s): St,
     headers: HeaderMap,
@@ -190,9 +205,62 @@ pub(crate) async fn results(
             experiment_id: e.id.clone(),
             window_s: u64::from(e.window_days) * 86_400,
             currency: e.currency.clone(),
+            max_age_s: parse_max_age(&q)?,
         })
         .await?;
     Ok(axum::Json(result(&e, &stats, o, Ts::now())?).into_response())
+}
+
+/// Every `experiment_refresh_interval_s` (0: never), recomputes the snapshot of each
+/// experiment that is running or ended less than its window ago, if the lake has
+/// changed since its last one: a results request (and one with `max_age_s`) then finds
+/// one ready instead of computing it.
+pub fn start_refresher(s: Arc<crate::AppState>) {
+    let o = s.engine.options();
+    let every = o.experiment_refresh_interval_s;
+    if every == 0 || !o.experiment_snapshots {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: start one period after the server.
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = Ts::now();
+            let experiments = match s.store.experiments() {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::warn!(error = %e, "experiment refresh: could not list the experiments");
+                    continue;
+                }
+            };
+            for e in experiments {
+                let window_us = i64::from(e.window_days) * 86_400 * 1_000_000;
+                if e.ends_at
+                    .is_some_and(|end| end.0.saturating_add(window_us) < now.0)
+                {
+                    continue;
+                }
+                let q = ExperimentQuery {
+                    experiment_id: e.id.clone(),
+                    window_s: u64::from(e.window_days) * 86_400,
+                    currency: e.currency.clone(),
+                    max_age_s: 0,
+                };
+                let started = std::time::Instant::now();
+                match s.engine.experiment_stats(&q).await {
+                    Ok(_) => {
+                        tracing::debug!(experiment = %e.id, elapsed_ms = started.elapsed().as_millis() as u64, "experiment snapshot current")
+                    }
+                    Err(err) => {
+                        tracing::warn!(experiment = %e.id, error = %err, "experiment refresh failed; results requests compute their own")
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// The result of EXPERIMENTS.md "What a result looks like" from an experiment's
@@ -305,6 +373,14 @@ pub fn result(
         obj.insert("window_days".into(), json!(e.window_days));
         obj.insert("status".into(), json!(e.status(now)));
         obj.insert("cuped".into(), Value::Bool(o.cuped));
+        obj.insert(
+            "computed_at".into(),
+            json!(
+                stats
+                    .computed_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            ),
+        );
         if o.cuped {
             obj.insert("cuped_details".into(), Value::Object(cuped_out));
         }

@@ -715,12 +715,8 @@ mod tests {
         }
         let mut longer = rec.clone();
         longer.push(0);
-        assert!(
-            decode_record(&longer)
-                .unwrap_err()
-                .contains("after the events")
-        );
-        assert!(decode_record(&[0x07, 1, 2]).unwrap_err().contains("0x07"));
+        assert!(decode_record(&longer).is_err_and(|e| e.contains("after the events")));
+        assert!(decode_record(&[0x07, 1, 2]).is_err_and(|e| e.contains("0x07")));
         assert!(decode_record(&[]).is_err());
     }
 }

@@ -534,7 +534,7 @@ mod tests {
 
     #[test]
     fn rows_become_a_batch_with_nulls() {
-        let rows = vec![status("a", Some(131050)), status("b", None)];
+        let rows = [status("a", Some(131050)), status("b", None)];
         let refs: Vec<&Event> = rows.iter().collect();
         let b = Event::to_batch(Table::Statuses, &refs).expect("batch");
         assert_eq!(b.num_rows(), 2);

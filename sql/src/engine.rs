@@ -222,6 +222,12 @@ pub struct Engine {
     /// Per view that some unit reads without `*`: the columns the units name, which is
     /// all a metrics request keeps of it in memory ([`Engine::narrowed`]).
     view_columns: HashMap<String, Vec<String>>,
+    /// The lake the tables read (`None` for [`Engine::in_memory`]): experiment
+    /// snapshots are written under it.
+    pub(crate) lake: Option<LakeLocation>,
+    /// One lock per experiment id, so that concurrent requests for one experiment's
+    /// results compute its snapshot once (`experiment.rs`).
+    pub(crate) snapshot_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Engine {
@@ -242,6 +248,7 @@ impl Engine {
         }
         let mut engine = Engine::with_tables(ctx, options).await?;
         engine.prunable = true;
+        engine.lake = Some(lake.clone());
         Ok(engine)
     }
 
@@ -276,6 +283,8 @@ impl Engine {
             options,
             prunable: false,
             view_columns,
+            lake: None,
+            snapshot_locks: std::sync::Mutex::default(),
         })
     }
 

@@ -3,10 +3,12 @@
 //! into Rust. Per arm and metric the engine returns n, Σy, Σy², and for CUPED Σx, Σx²,
 //! Σxy over the same units, where x is the metric in the 28 days before assignment.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, LakeLocation};
 use crate::error::{Error, Result};
 use crate::json::cell;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+use object_store::ObjectStoreExt;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -33,6 +35,9 @@ pub struct ExperimentQuery {
     /// The currency of `revenue`; `None`: the currency of most of the units' orders in
     /// their windows.
     pub currency: Option<String>,
+    /// Results from a snapshot computed up to this many seconds ago are good enough,
+    /// even if the lake has changed since (0: the results of the lake as it is now).
+    pub max_age_s: u64,
 }
 
 /// Sums of one metric over one arm's units.
@@ -63,6 +68,9 @@ pub struct ExperimentStats {
     pub arms: Vec<ArmStats>,
     /// Orders in the units' windows in another currency, left out of `revenue`.
     pub other_currency_orders: u64,
+    /// When the unit relation these sums come from was computed: the snapshot's time
+    /// (`None`: computed for this call, with no snapshot).
+    pub computed_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn literal(s: &str) -> String {
@@ -99,6 +107,42 @@ impl Engine {
     }
 
     async fn experiment_stats_inner(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
+        let lake = match &self.lake {
+            Some(lake) if self.options.experiment_snapshots => lake.clone(),
+            _ => return self.compute_stats(q, None).await,
+        };
+        // Concurrent requests for one experiment wait for the first to write its
+        // snapshot, then read it.
+        let lock = {
+            let mut locks = self
+                .snapshot_locks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            locks.entry(q.experiment_id.clone()).or_default().clone()
+        };
+        let _one_at_a_time = lock.lock().await;
+        let snapshot = Snapshot::of(self, &lake, q).await?;
+        let found = match snapshot.current(&lake).await {
+            Some(found) => Some(found),
+            None if q.max_age_s > 0 => snapshot.recent(&lake, q.max_age_s).await,
+            None => None,
+        };
+        if let Some((file, at)) = found {
+            tracing::debug!(experiment = %q.experiment_id, %file, "experiment results from a snapshot");
+            return self
+                .stats_from_snapshot(&lake, &snapshot, &file, at, q)
+                .await;
+        }
+        self.compute_stats(q, Some((&lake, &snapshot))).await
+    }
+
+    /// Computes the statistics over the lake; with a snapshot to write, the unit
+    /// relation goes to it and the statistics are read back from it.
+    async fn compute_stats(
+        &self,
+        q: &ExperimentQuery,
+        snapshot: Option<(&LakeLocation, &Snapshot)>,
+    ) -> Result<ExperimentStats> {
         let (ctx, kept) = self.prepared(None, None, &[], &[]).await?;
         let mut q = q.clone();
         if q.currency.is_none() {
@@ -110,34 +154,132 @@ impl Engine {
         for (name, sql) in stages {
             self.materialise(&ctx, &kept, &name, &sql).await?;
         }
-        let batches = self.run_internal(&ctx, &stats_over(&rest)).await?;
-        let mut arms = Vec::new();
-        let mut other = 0u64;
-        for b in &batches {
-            for row in 0..b.num_rows() {
-                let (arm, stats, o) = arm_row(b, row);
-                other += o;
-                if let Some(arm) = arm {
-                    arms.push(ArmStats {
-                        arm,
-                        n: stats.0,
-                        metrics: stats.1,
-                    });
+        if let Some((lake, snapshot)) = snapshot {
+            let currency = q
+                .currency
+                .as_deref()
+                .map_or("CAST(NULL AS VARCHAR)".to_owned(), literal);
+            let copy = format!(
+                "COPY (WITH u AS ({rest}) SELECT *, {currency} AS revenue_currency FROM u) \
+                 TO '{}' STORED AS PARQUET OPTIONS ('format.compression' 'zstd(1)')",
+                snapshot
+                    .url(lake, &snapshot.tmp)?
+                    .as_str()
+                    .replace('\'', "''")
+            );
+            match self.run_internal(&ctx, &copy).await {
+                Ok(_) => {
+                    drop((ctx, kept));
+                    let at = snapshot.publish(lake).await?;
+                    let file = snapshot.name();
+                    return self
+                        .stats_from_snapshot(lake, snapshot, &file, at, &q)
+                        .await;
+                }
+                Err(e @ (Error::MemoryLimit { .. } | Error::Timeout { .. })) => return Err(e),
+                Err(e) => {
+                    // A lake we cannot write to (read-only, full) still answers.
+                    tracing::warn!(experiment = %q.experiment_id, error = %e, "could not write the experiment snapshot; computing the results without one");
+                    snapshot.discard(lake).await;
                 }
             }
         }
-        Ok(ExperimentStats {
-            currency: q.currency,
-            arms,
-            other_currency_orders: other,
-        })
+        let batches = self.run_internal(&ctx, &stats_over(&rest)).await?;
+        Ok(stats_from(&batches, q.currency, None))
+    }
+
+    /// The statistics over the unit relation in the snapshot file `file`.
+    async fn stats_from_snapshot(
+        &self,
+        lake: &LakeLocation,
+        snapshot: &Snapshot,
+        file: &str,
+        computed_at: chrono::DateTime<chrono::Utc>,
+        q: &ExperimentQuery,
+    ) -> Result<ExperimentStats> {
+        let ctx =
+            SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
+        let url = snapshot.url(lake, file)?;
+        ctx.register_parquet(
+            "experiment_units",
+            url.as_str(),
+            datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await
+        .map_err(|e| crate::query::map_df_error(e, &self.options))?;
+        let batches = self
+            .run_internal(&ctx, &stats_over("SELECT * FROM experiment_units"))
+            .await?;
+        let currency = match &q.currency {
+            Some(c) => Some(c.clone()),
+            None => self
+                .run_internal(
+                    &ctx,
+                    "SELECT revenue_currency FROM experiment_units LIMIT 1",
+                )
+                .await?
+                .iter()
+                .find(|b| b.num_rows() > 0)
+                .and_then(|b| cell(b.column(0), 0).as_str().map(str::to_owned)),
+        };
+        Ok(stats_from(&batches, currency, Some(computed_at)))
+    }
+
+    /// A digest of the files of the lake tables `sql` reads (each file's path, size,
+    /// modification time and entity tag): it changes whenever a flush lands a file,
+    /// compaction replaces some, or retention removes one.
+    async fn lake_version(&self, lake: &LakeLocation, sql: &str) -> Result<String> {
+        use futures_util::StreamExt;
+        use sha2::Digest;
+        let io = |message: String| Error::Execute {
+            message: format!("listing the lake's files: {message}"),
+        };
+        let root = object_store::path::Path::from_url_path(lake.url.path())
+            .map_err(|e| io(e.to_string()))?;
+        let mut files = Vec::new();
+        for table in chatlake_model::Table::ALL {
+            let name = table.name();
+            if !crate::catalog::reads(sql, name)
+                && !crate::catalog::reads(sql, &format!("v_{name}"))
+            {
+                continue;
+            }
+            let prefix = root
+                .clone()
+                .join(chatlake_model::lake::EVENTS_DIR)
+                .join(name);
+            let mut list = lake.store.list(Some(&prefix));
+            while let Some(meta) = list.next().await {
+                let meta = match meta {
+                    Ok(m) => m,
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(io(e.to_string())),
+                };
+                if meta.location.as_ref().ends_with(".parquet") {
+                    files.push(format!(
+                        "{}\t{}\t{}\t{}",
+                        meta.location,
+                        meta.size,
+                        meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+                        meta.e_tag.unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        files.sort_unstable();
+        let mut h = sha2::Sha256::new();
+        for f in &files {
+            h.update(f.as_bytes());
+            h.update(b"\n");
+        }
+        Ok(hex::encode(h.finalize()))
     }
 
     /// The currency of most orders the units placed in their windows (ties: the first
     /// code in alphabetical order).
     async fn majority_currency(
         &self,
-        ctx: &datafusion::prelude::SessionContext,
+        ctx: &SessionContext,
         q: &ExperimentQuery,
     ) -> Result<Option<String>> {
         let sql = format!(
@@ -226,6 +368,197 @@ fn split_ctes(sql: &str, names: &[&str]) -> Result<(Vec<(String, String)>, Strin
         with.cte_tables = kept;
     }
     Ok((stages, query.to_string()))
+}
+
+/// The per-arm rows of [`stats_over`] as statistics.
+fn stats_from(
+    batches: &[RecordBatch],
+    currency: Option<String>,
+    computed_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> ExperimentStats {
+    let mut arms = Vec::new();
+    let mut other = 0u64;
+    for b in batches {
+        for row in 0..b.num_rows() {
+            let (arm, stats, o) = arm_row(b, row);
+            other += o;
+            if let Some(arm) = arm {
+                arms.push(ArmStats {
+                    arm,
+                    n: stats.0,
+                    metrics: stats.1,
+                });
+            }
+        }
+    }
+    ExperimentStats {
+        currency,
+        arms,
+        other_currency_orders: other,
+        computed_at,
+    }
+}
+
+/// The folder of experiment snapshots under the lake root.
+pub const SNAPSHOT_DIR: &str = "experiments";
+
+/// Changes whenever the snapshot's columns or the SQL's meaning change without the
+/// bound SQL text changing, so that no older snapshot is read.
+const SNAPSHOT_FORMAT: &str = "chatlake experiment snapshot 1";
+
+/// An experiment's unit relation kept as Parquet:
+/// `<lake>/experiments/experiment_id=<id>/units-<statement>-<lake state>.parquet`, one
+/// row per unit with the columns of `experiment_units.sql` and `revenue_currency`.
+/// `<statement>` is a digest of the bound statement (the experiment, its window and
+/// currency, the SQL) and `<lake state>` one of the lake's files that it reads
+/// ([`Engine::lake_version`]), so the file named for the lake as it is now is exactly
+/// what the statement would compute. Written under a temporary name and renamed; the
+/// experiment's older snapshots are removed once a new one is in place.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    /// The experiment's folder, relative to the lake root.
+    dir: String,
+    /// Digest of the bound statement.
+    statement: String,
+    /// Digest of the lake's files.
+    state: String,
+    /// The name it is written under first.
+    tmp: String,
+}
+
+impl Snapshot {
+    async fn of(engine: &Engine, lake: &LakeLocation, q: &ExperimentQuery) -> Result<Snapshot> {
+        use sha2::Digest;
+        let sql = engine.experiment_units_sql(q)?;
+        let version = engine.lake_version(lake, &sql).await?;
+        let mut h = sha2::Sha256::new();
+        h.update(SNAPSHOT_FORMAT.as_bytes());
+        h.update([0]);
+        h.update(sql.as_bytes());
+        let statement = hex::encode(&h.finalize()[..8]);
+        let state = version[..24].to_owned();
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(Snapshot {
+            dir: snapshot_dir(&q.experiment_id),
+            tmp: format!(
+                "_tmp-{statement}-{state}-{}-{unique}.parquet",
+                std::process::id()
+            ),
+            statement,
+            state,
+        })
+    }
+
+    /// The name of the snapshot for the lake as it is.
+    fn name(&self) -> String {
+        format!("units-{}-{}.parquet", self.statement, self.state)
+    }
+
+    fn url(&self, lake: &LakeLocation, file: &str) -> Result<url::Url> {
+        lake.url
+            .join(&format!("{}/{file}", self.dir))
+            .map_err(|e| Error::Execute {
+                message: format!("the experiment snapshot's path: {e}"),
+            })
+    }
+
+    fn path(&self, lake: &LakeLocation, file: &str) -> Result<object_store::path::Path> {
+        let url = self.url(lake, file)?;
+        object_store::path::Path::from_url_path(url.path()).map_err(|e| Error::Execute {
+            message: format!("the experiment snapshot's path: {e}"),
+        })
+    }
+
+    /// The snapshot for the lake as it is, and when it was written, if there is one.
+    async fn current(
+        &self,
+        lake: &LakeLocation,
+    ) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+        let name = self.name();
+        let meta = lake.store.head(&self.path(lake, &name).ok()?).await.ok()?;
+        Some((name, meta.last_modified))
+    }
+
+    /// The newest snapshot of this statement written in the last `max_age_s` seconds,
+    /// whatever lake state it was computed from.
+    async fn recent(
+        &self,
+        lake: &LakeLocation,
+        max_age_s: u64,
+    ) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+        use futures_util::StreamExt;
+        let since = chrono::Utc::now()
+            - chrono::Duration::seconds(i64::try_from(max_age_s).unwrap_or(i64::MAX / 1000));
+        let prefix = format!("units-{}-", self.statement);
+        let dir = self.path(lake, "").ok()?;
+        let mut list = lake.store.list(Some(&dir));
+        let mut best: Option<(String, chrono::DateTime<chrono::Utc>)> = None;
+        while let Some(Ok(meta)) = list.next().await {
+            let file = meta.location.filename().unwrap_or_default();
+            if file.starts_with(&prefix)
+                && meta.last_modified >= since
+                && best.as_ref().is_none_or(|(_, at)| meta.last_modified > *at)
+            {
+                best = Some((file.to_owned(), meta.last_modified));
+            }
+        }
+        best
+    }
+
+    /// Renames the written snapshot into place and removes the experiment's older ones
+    /// (and temporary files over an hour old: writes that were cut off). Returns when
+    /// the snapshot was written.
+    async fn publish(&self, lake: &LakeLocation) -> Result<chrono::DateTime<chrono::Utc>> {
+        use futures_util::StreamExt;
+        let io = |e: object_store::Error| Error::Execute {
+            message: format!("writing the experiment snapshot: {e}"),
+        };
+        let name = self.name();
+        let (tmp, done) = (self.path(lake, &self.tmp)?, self.path(lake, &name)?);
+        lake.store.rename(&tmp, &done).await.map_err(io)?;
+        let at = lake.store.head(&done).await.map_err(io)?.last_modified;
+        let dir = self.path(lake, "")?;
+        let mut list = lake.store.list(Some(&dir));
+        let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+        while let Some(Ok(meta)) = list.next().await {
+            let file = meta.location.filename().unwrap_or_default();
+            let stale = (file.starts_with("units-") && file != name)
+                || (file.starts_with("_tmp-") && meta.last_modified < hour_ago);
+            if stale && let Err(e) = lake.store.delete(&meta.location).await {
+                tracing::warn!(file = %meta.location, error = %e, "could not remove an old experiment snapshot");
+            }
+        }
+        Ok(at)
+    }
+
+    /// Removes what a failed write left.
+    async fn discard(&self, lake: &LakeLocation) {
+        if let Ok(p) = self.path(lake, &self.tmp) {
+            let _ = lake.store.delete(&p).await;
+        }
+    }
+}
+
+/// `experiments/experiment_id=<id>`; an id with characters other than ASCII letters,
+/// digits, `-`, `_` and `.` is spelled `x-` and a digest of it.
+pub fn snapshot_dir(experiment_id: &str) -> String {
+    use sha2::Digest;
+    let plain = !experiment_id.is_empty()
+        && !experiment_id.starts_with('.')
+        && experiment_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let id = if plain {
+        experiment_id.to_owned()
+    } else {
+        format!(
+            "x-{}",
+            hex::encode(&sha2::Sha256::digest(experiment_id.as_bytes())[..8])
+        )
+    };
+    format!("{SNAPSHOT_DIR}/experiment_id={id}")
 }
 
 type ArmRow = (Option<String>, (u64, BTreeMap<String, Moments>), u64);

@@ -52,6 +52,15 @@ pub struct SqlOptions {
     /// `to` dates: `UTC` (the default), an IANA name such as `Europe/Berlin`, or a fixed
     /// offset such as `+05:30`. Timestamps in the lake stay UTC.
     pub time_zone: String,
+    /// Keep each experiment's unit relation as a Parquet snapshot under
+    /// `<lake>/experiments/experiment_id=<id>/`, named by the state of the lake files
+    /// it was computed from: results for a lake that has not changed since are read
+    /// from it (ARCHITECTURE.md, "Experiment snapshots").
+    pub experiment_snapshots: bool,
+    /// `chatlake serve` recomputes the snapshots of running experiments (and of those
+    /// ended less than their window ago) this often when the lake has changed, so a
+    /// results request finds one current (0: only on request).
+    pub experiment_refresh_interval_s: u64,
 }
 
 impl Default for SqlOptions {
@@ -72,6 +81,8 @@ impl Default for SqlOptions {
             partition_lookback_days: 35,
             partition_horizon_days: 35,
             time_zone: "UTC".to_owned(),
+            experiment_snapshots: true,
+            experiment_refresh_interval_s: 300,
         }
     }
 }

@@ -142,6 +142,7 @@ impl sqllogictest::DB for Db {
                 experiment_id: id.to_owned(),
                 window_s,
                 currency: None,
+                max_age_s: 0,
             };
             if what == "UNITS" {
                 let q = ExperimentQuery {
