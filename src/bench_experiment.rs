@@ -698,7 +698,7 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
     let snapshots = root.join(chatlake_sql::experiment::SNAPSHOT_DIR);
     let (mut t_cold, mut t_warm, mut t_plain, mut t_json, mut t_duck) =
         (vec![], vec![], vec![], vec![], vec![]);
-    let mut peak = 0.0f64;
+    let (mut peak_cold, mut peak_warm, mut peak_plain) = (0.0f64, 0.0f64, 0.0f64);
     let mut last = (String::new(), None);
     for round in 0..rounds {
         // Cold: no snapshot of this lake state yet (as after any flush).
@@ -707,11 +707,13 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         let start = Instant::now();
         let cold = engine.experiment_stats(&q).await?;
         let c = start.elapsed().as_secs_f64();
-        peak = peak.max(peak_rss_mib());
+        peak_cold = peak_cold.max(peak_rss_mib());
         // Warm: the lake has not changed since, so the snapshot answers.
+        reset_peak_rss();
         let start = Instant::now();
         let warm = engine.experiment_stats(&q).await?;
         let w = start.elapsed().as_secs_f64();
+        peak_warm = peak_warm.max(peak_rss_mib());
         let mid = Instant::now();
         let text = results_json(&e, &warm, cuped)?;
         let j = mid.elapsed().as_secs_f64();
@@ -719,7 +721,7 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         let start = Instant::now();
         let direct = plain.experiment_stats(&q).await?;
         let p = start.elapsed().as_secs_f64();
-        peak = peak.max(peak_rss_mib());
+        peak_plain = peak_plain.max(peak_rss_mib());
         same_sums(&cold, &warm).context("the snapshot's sums differ from the computation's")?;
         same_sums(&cold, &direct).context("the sums with and without a snapshot differ")?;
         let (d, _) = duckdb_run(
@@ -776,8 +778,9 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         stats.other_currency_orders
     );
     println!(
-        "JSON {} bytes (written to {}); peak RSS (VmHWM) during DataFusion {peak:.0} MiB \
-         (RSS before the rounds {rss_before:.0} MiB); memory pool {} MiB",
+        "JSON {} bytes (written to {}); peak RSS (VmHWM): cold {peak_cold:.0} MiB, current \
+         snapshot {peak_warm:.0} MiB, no snapshot {peak_plain:.0} MiB (RSS before the rounds \
+         {rss_before:.0} MiB); memory limit {} MiB",
         text.len(),
         out.display(),
         options.memory_limit_bytes >> 20

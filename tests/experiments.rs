@@ -602,6 +602,25 @@ fn experiment_snapshots() {
     )
     .expect("parquet");
     assert_eq!(reader.metadata().file_metadata().num_rows(), 400);
+    // … that Polars and DuckDB read as a notebook would, to the API's figures.
+    let out = std::process::Command::new(python())
+        .arg(manifest_dir().join("tests/python/read_snapshot.py"))
+        .arg(snap.parent().expect("folder"))
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "read_snapshot.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Value = serde_json::from_slice(&out.stdout).expect("json");
+    for (arm, (n, _)) in &truth {
+        assert_eq!(f(&read[arm]["n"]), *n, "{read}");
+        let mean = f(&read[arm]["converted"]) / n;
+        assert!((arm_mean(&first, arm, "converted") - mean).abs() < 1e-12, "{read}");
+        let revenue = f(&read[arm]["revenue"]) / n;
+        assert!((arm_mean(&first, arm, "revenue") - revenue).abs() < 1e-9, "{read}");
+    }
 
     // Unchanged lake: the same answer from the same snapshot.
     let (st, again) = get_json(&s, path, MARKETER);
