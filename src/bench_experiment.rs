@@ -708,12 +708,14 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         let cold = engine.experiment_stats(&q).await?;
         let c = start.elapsed().as_secs_f64();
         peak_cold = peak_cold.max(peak_rss_mib());
-        // Warm: the lake has not changed since, so the snapshot answers.
+        // Warm: the lake has not changed since, so the snapshot answers. (Its peak is
+        // what it adds to what the cold phase left resident.)
+        let resident = crate::bench::rss_kib("VmRSS:") as f64 / 1024.0;
         reset_peak_rss();
         let start = Instant::now();
         let warm = engine.experiment_stats(&q).await?;
         let w = start.elapsed().as_secs_f64();
-        peak_warm = peak_warm.max(peak_rss_mib());
+        peak_warm = peak_warm.max(peak_rss_mib() - resident);
         let mid = Instant::now();
         let text = results_json(&e, &warm, cuped)?;
         let j = mid.elapsed().as_secs_f64();
@@ -778,9 +780,9 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         stats.other_currency_orders
     );
     println!(
-        "JSON {} bytes (written to {}); peak RSS (VmHWM): cold {peak_cold:.0} MiB, current \
-         snapshot {peak_warm:.0} MiB, no snapshot {peak_plain:.0} MiB (RSS before the rounds \
-         {rss_before:.0} MiB); memory limit {} MiB",
+        "JSON {} bytes (written to {}); peak RSS (VmHWM): cold {peak_cold:.0} MiB, no snapshot \
+         {peak_plain:.0} MiB, current snapshot +{peak_warm:.0} MiB over what was resident \
+         (RSS before the rounds {rss_before:.0} MiB); memory limit {} MiB",
         text.len(),
         out.display(),
         options.memory_limit_bytes >> 20

@@ -617,9 +617,15 @@ fn experiment_snapshots() {
     for (arm, (n, _)) in &truth {
         assert_eq!(f(&read[arm]["n"]), *n, "{read}");
         let mean = f(&read[arm]["converted"]) / n;
-        assert!((arm_mean(&first, arm, "converted") - mean).abs() < 1e-12, "{read}");
+        assert!(
+            (arm_mean(&first, arm, "converted") - mean).abs() < 1e-12,
+            "{read}"
+        );
         let revenue = f(&read[arm]["revenue"]) / n;
-        assert!((arm_mean(&first, arm, "revenue") - revenue).abs() < 1e-9, "{read}");
+        assert!(
+            (arm_mean(&first, arm, "revenue") - revenue).abs() < 1e-9,
+            "{read}"
+        );
     }
 
     // Unchanged lake: the same answer from the same snapshot.

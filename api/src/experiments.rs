@@ -221,6 +221,8 @@ pub fn start_refresher(s: Arc<crate::AppState>) {
     if every == 0 || !o.experiment_snapshots {
         return;
     }
+    // Background work may take longer than a request: 20 query time limits (10 min).
+    let limit = std::time::Duration::from_millis(o.query_timeout_ms.saturating_mul(20));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -250,7 +252,7 @@ pub fn start_refresher(s: Arc<crate::AppState>) {
                     max_age_s: 0,
                 };
                 let started = std::time::Instant::now();
-                match s.engine.experiment_stats(&q).await {
+                match s.engine.experiment_stats_within(&q, limit).await {
                     Ok(_) => {
                         tracing::debug!(experiment = %e.id, elapsed_ms = started.elapsed().as_millis() as u64, "experiment snapshot current")
                     }

@@ -106,6 +106,21 @@ impl Engine {
         self.within_time_limit(self.experiment_stats_inner(q)).await
     }
 
+    /// [`Engine::experiment_stats`] for background work (the snapshot refresher), under
+    /// `limit` instead of the query time limit: an experiment too large for a request's
+    /// limit still gets its snapshot, which requests then read.
+    pub async fn experiment_stats_within(
+        &self,
+        q: &ExperimentQuery,
+        limit: std::time::Duration,
+    ) -> Result<ExperimentStats> {
+        tokio::time::timeout(limit, self.experiment_stats_inner(q))
+            .await
+            .map_err(|_| Error::Timeout {
+                limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+            })?
+    }
+
     async fn experiment_stats_inner(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
         let lake = match &self.lake {
             Some(lake) if self.options.experiment_snapshots => lake.clone(),
