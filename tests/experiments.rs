@@ -678,8 +678,9 @@ fn experiment_snapshots() {
     assert_eq!(bad["error"]["code"], "invalid_request");
 }
 
-/// `chatlake serve` computes a running experiment's snapshot on its own when the lake
-/// changes, so the first results request reads it instead of computing.
+/// `chatlake serve` recomputes the snapshot of an experiment whose results were asked
+/// for when the lake changes, so the next results request reads it instead of
+/// computing; an experiment nobody asked about gets none.
 #[test]
 fn experiment_snapshots_are_refreshed_in_the_background() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -691,6 +692,10 @@ fn experiment_snapshots_are_refreshed_in_the_background() {
         &s,
         json!({"id": "exp-bg", "salt": "s-bg", "arms": [{"name": "control", "weight": 1}, {"name": "b", "weight": 1}]}),
     );
+    define(
+        &s,
+        json!({"id": "exp-unread", "salt": "s-un", "arms": [{"name": "control", "weight": 1}, {"name": "b", "weight": 1}]}),
+    );
     let mut r = Rng(7);
     let mut ev = Events::default();
     let mut seq = 0;
@@ -698,7 +703,7 @@ fn experiment_snapshots_are_refreshed_in_the_background() {
         &Population {
             exp: &exp,
             prefix: "6",
-            units: 100,
+            units: 200,
             p_click: &|_| 0.3,
             p_convert: &|_| 0.1,
         },
@@ -706,36 +711,55 @@ fn experiment_snapshots_are_refreshed_in_the_background() {
         &mut ev,
         &mut seq,
     );
-    post_all(&s, "assignments", &ev.assignments);
-    post_all(&s, "orders", &ev.orders);
+    let (first_half, second_half) = ev.assignments.split_at(100);
+    post_all(&s, "assignments", first_half);
     s.flush();
-    // Wait for a snapshot that stays (a tick that found the lake mid-flush would be
-    // replaced by the next one).
+    let path = "/v1/experiments/exp-bg/results";
+    let (st, res) = get_json(&s, path, ANALYST);
+    assert_eq!(st, 200, "{res}");
+    let units = |res: &Value| -> f64 {
+        res["arms"]
+            .as_array()
+            .expect("arms")
+            .iter()
+            .map(|a| f(&a["n"]))
+            .sum()
+    };
+    assert_eq!(units(&res), 100.0);
+    let first = snapshots(&s, "exp-bg");
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // More units land: the refresher writes the new snapshot without being asked, and
+    // keeps it (no second tick finds the lake changed).
+    post_all(&s, "assignments", second_half);
+    s.flush();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let (mut files, mut since) = (Vec::new(), std::time::Instant::now());
+    let (mut files, mut since) = (first.clone(), std::time::Instant::now());
     loop {
         let now = snapshots(&s, "exp-bg");
         if now != files {
             (files, since) = (now, std::time::Instant::now());
-        } else if files.iter().any(|f| f.starts_with("units-"))
+        } else if files != first
+            && files.iter().any(|f| f.starts_with("units-"))
             && since.elapsed() > std::time::Duration::from_millis(2500)
         {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no lasting snapshot after 60 s: {files:?}"
+            "no lasting new snapshot after 60 s: {files:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let (st, res) = get_json(&s, "/v1/experiments/exp-bg/results", ANALYST);
+    let asked = chrono::Utc::now();
+    let (st, res) = get_json(&s, path, ANALYST);
     assert_eq!(st, 200, "{res}");
+    assert_eq!(units(&res), 200.0);
     assert_eq!(snapshots(&s, "exp-bg"), files);
-    let n: f64 = res["arms"]
-        .as_array()
-        .expect("arms")
-        .iter()
-        .map(|a| f(&a["n"]))
-        .sum();
-    assert_eq!(n, 100.0);
+    // Read, not recomputed: its units were computed before the request.
+    let computed =
+        chrono::DateTime::parse_from_rfc3339(res["computed_at"].as_str().expect("computed_at"))
+            .expect("RFC 3339");
+    assert!(computed < asked, "{computed} vs {asked}");
+    assert!(snapshots(&s, "exp-unread").is_empty());
 }

@@ -211,10 +211,16 @@ pub(crate) async fn results(
     Ok(axum::Json(result(&e, &stats, o, Ts::now())?).into_response())
 }
 
+/// Experiments whose results were requested this recently are kept current by
+/// [`start_refresher`]; others are computed only when asked for.
+pub const REFRESH_IF_REQUESTED_WITHIN: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
+
 /// Every `experiment_refresh_interval_s` (0: never), recomputes the snapshot of each
-/// experiment that is running or ended less than its window ago, if the lake has
-/// changed since its last one: a results request (and one with `max_age_s`) then finds
-/// one ready instead of computing it.
+/// experiment that is running or ended less than its window ago and whose results were
+/// requested in the last [`REFRESH_IF_REQUESTED_WITHIN`], if the lake has changed
+/// since its last one: the next results request (and one with `max_age_s`) then finds
+/// one ready instead of computing it, and no core is spent on experiments nobody reads.
 pub fn start_refresher(s: Arc<crate::AppState>) {
     let o = s.engine.options();
     let every = o.experiment_refresh_interval_s;
@@ -242,6 +248,9 @@ pub fn start_refresher(s: Arc<crate::AppState>) {
                 let window_us = i64::from(e.window_days) * 86_400 * 1_000_000;
                 if e.ends_at
                     .is_some_and(|end| end.0.saturating_add(window_us) < now.0)
+                    || !s
+                        .engine
+                        .experiment_requested_within(&e.id, REFRESH_IF_REQUESTED_WITHIN)
                 {
                     continue;
                 }

@@ -228,6 +228,9 @@ pub struct Engine {
     /// One lock per experiment id, so that concurrent requests for one experiment's
     /// results compute its snapshot once (`experiment.rs`).
     pub(crate) snapshot_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When each experiment's results were last requested (`experiment_stats`), so the
+    /// background refresher keeps only experiments someone looks at current.
+    pub(crate) results_requested: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Engine {
@@ -285,6 +288,7 @@ impl Engine {
             view_columns,
             lake: None,
             snapshot_locks: std::sync::Mutex::default(),
+            results_requested: std::sync::Mutex::default(),
         })
     }
 

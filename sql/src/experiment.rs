@@ -103,7 +103,25 @@ impl Engine {
 
     /// The sufficient statistics per arm of an experiment, within the query time limit.
     pub async fn experiment_stats(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
+        self.results_requested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(q.experiment_id.clone(), std::time::Instant::now());
         self.within_time_limit(self.experiment_stats_inner(q)).await
+    }
+
+    /// Whether [`Engine::experiment_stats`] was asked for this experiment in the last
+    /// `within` (since the engine opened).
+    pub fn experiment_requested_within(
+        &self,
+        experiment_id: &str,
+        within: std::time::Duration,
+    ) -> bool {
+        self.results_requested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(experiment_id)
+            .is_some_and(|at| at.elapsed() <= within)
     }
 
     /// [`Engine::experiment_stats`] for background work (the snapshot refresher), under

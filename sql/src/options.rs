@@ -58,8 +58,9 @@ pub struct SqlOptions {
     /// from it (ARCHITECTURE.md, "Experiment snapshots").
     pub experiment_snapshots: bool,
     /// `chatlake serve` recomputes the snapshots of running experiments (and of those
-    /// ended less than their window ago) this often when the lake has changed, so a
-    /// results request finds one current (0: only on request).
+    /// ended less than their window ago) whose results were requested in the last 24
+    /// hours this often when the lake has changed, so the next results request finds
+    /// one current (0: only on request).
     pub experiment_refresh_interval_s: u64,
 }
 
