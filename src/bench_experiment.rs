@@ -53,6 +53,10 @@ pub struct ExperimentBench {
     /// DataFusion's parallelism (`[sql] target_partitions`; 0: the number of cores).
     #[arg(long, default_value_t = 0)]
     target_partitions: usize,
+    /// Only print where a cold computation spends its time (each stage kept in memory,
+    /// then `EXPLAIN ANALYZE` of the per-arm statement), no rounds.
+    #[arg(long)]
+    explain: bool,
 }
 
 /// The experiment the lake is generated for (as `POST /v1/experiments` stores it).
@@ -644,6 +648,7 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         cuped,
         python: python_path,
         target_partitions,
+        explain,
     } = args;
     let rounds = rounds.max(1);
     let base = dir.unwrap_or_else(|| std::env::temp_dir().join("chatlake-bench-experiment"));
@@ -664,6 +669,10 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         currency: e.currency.clone(),
         max_age_s: 0,
     };
+    if explain {
+        println!("{}", engine.experiment_explain(&q).await?);
+        return Ok(());
+    }
     // DuckDB names the aggregate form of `first_value` `first`; nothing else differs.
     let duck_sql = vec![
         engine

@@ -427,10 +427,13 @@ impl Engine {
         let mut batches = Vec::new();
         // What this result has grown `kept` by so far (given back if it is not kept).
         let mut taken = 0;
+        // Buffers already counted: an aggregate's batches are slices of one output, and
+        // each slice's `get_array_memory_size` is the whole of it.
+        let mut seen = HashSet::new();
         while let Some(batch) = stream.next().await {
             let reason = match batch {
                 Ok(b) => {
-                    let bytes = b.get_array_memory_size();
+                    let bytes = new_buffer_bytes(&b, &mut seen);
                     if kept.size() + bytes <= self.options.materialise_limit()
                         && kept.try_grow(bytes).is_ok()
                     {
@@ -526,6 +529,33 @@ impl Engine {
     }
 }
 
+/// The bytes of the buffers of `batch` not already in `seen` (by allocation), which
+/// it then holds: what keeping `batch` adds to memory when earlier batches share its
+/// buffers (slices of one array, string views into shared data buffers).
+fn new_buffer_bytes(
+    batch: &datafusion::arrow::array::RecordBatch,
+    seen: &mut HashSet<usize>,
+) -> usize {
+    fn walk(d: &datafusion::arrow::array::ArrayData, seen: &mut HashSet<usize>) -> usize {
+        let mut bytes = 0;
+        let nulls = d.nulls().map(|n| n.buffer());
+        for b in d.buffers().iter().chain(nulls) {
+            if seen.insert(b.data_ptr().as_ptr() as usize) {
+                bytes += b.capacity();
+            }
+        }
+        for c in d.child_data() {
+            bytes += walk(c, seen);
+        }
+        bytes
+    }
+    batch
+        .columns()
+        .iter()
+        .map(|c| walk(&c.to_data(), seen))
+        .sum()
+}
+
 /// For each view whose readers (the units that name it) select no `*`, the quoted
 /// columns of the view whose names appear as a word in a reader. A false match only
 /// keeps a column; a view whose readers name all its columns is left out (nothing to
@@ -584,7 +614,35 @@ fn selects_star(sql: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Engine, SqlOptions, planned_view_sql, selects_star};
+    use super::{Engine, SqlOptions, new_buffer_bytes, planned_view_sql, selects_star};
+
+    #[test]
+    fn slices_of_one_batch_are_counted_once() {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringViewArray};
+        use std::sync::Arc;
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..10_000));
+        let names: ArrayRef = Arc::new(StringViewArray::from_iter_values(
+            (0..10_000).map(|i| format!("{i:0>64}")),
+        ));
+        let whole = RecordBatch::try_from_iter([("id", ids), ("name", names)]).expect("batch");
+        let alone = new_buffer_bytes(&whole, &mut Default::default());
+        assert!(alone >= 10_000 * (8 + 16 + 64), "{alone}");
+        // Ten slices, as an aggregate emits its output: together they hold the whole
+        // once, though each reports all of it.
+        let mut seen = Default::default();
+        let slices: Vec<RecordBatch> = (0..10).map(|i| whole.slice(i * 1000, 1000)).collect();
+        let counted: usize = slices.iter().map(|b| new_buffer_bytes(b, &mut seen)).sum();
+        assert_eq!(counted, alone);
+        let reported: usize = slices.iter().map(RecordBatch::get_array_memory_size).sum();
+        assert!(reported >= 9 * alone, "{reported} vs {alone}");
+        // Separate allocations are each counted.
+        let other = RecordBatch::try_from_iter([(
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..1000)) as ArrayRef,
+        )])
+        .expect("batch");
+        assert!(new_buffer_bytes(&other, &mut seen) >= 8000);
+    }
 
     #[tokio::test]
     async fn views_are_narrowed_to_the_columns_units_read() {

@@ -308,6 +308,38 @@ impl Engine {
         Ok(hex::encode(h.finalize()))
     }
 
+    /// How the cold computation of [`Engine::experiment_stats`] spends its time: each
+    /// stage computed into memory with its wall time, then `EXPLAIN ANALYZE` of the
+    /// per-arm statement over them (for `chatlake bench experiment --explain`).
+    pub async fn experiment_explain(&self, q: &ExperimentQuery) -> Result<String> {
+        let mut out = String::new();
+        let (ctx, kept) = self.prepared(None, None, &[], &[]).await?;
+        let (stages, rest) = split_ctes(&self.experiment_units_sql(q)?, MATERIALISED)?;
+        for (name, sql) in stages {
+            let t = std::time::Instant::now();
+            self.materialise(&ctx, &kept, &name, &sql).await?;
+            out.push_str(&format!(
+                "stage {name}: {:.3} s ({} bytes kept so far)\n",
+                t.elapsed().as_secs_f64(),
+                kept.size()
+            ));
+        }
+        let t = std::time::Instant::now();
+        let batches = self
+            .run_internal(&ctx, &format!("EXPLAIN ANALYZE {}", stats_over(&rest)))
+            .await?;
+        out.push_str(&format!("statement: {:.3} s\n", t.elapsed().as_secs_f64()));
+        for b in &batches {
+            for row in 0..b.num_rows() {
+                if let Some(plan) = cell(b.column(b.num_columns() - 1), row).as_str() {
+                    out.push_str(plan);
+                    out.push('\n');
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The currency of most orders the units placed in their windows (ties: the first
     /// code in alphabetical order).
     async fn majority_currency(
@@ -335,9 +367,10 @@ impl Engine {
 }
 
 /// The CTEs of `experiment_units.sql` that [`Engine::experiment_stats`] computes once:
-/// the units (read by the messages, the replies and the final join) and their messages
-/// (read by the message outcomes and the reply rule).
-const MATERIALISED: &[&str] = &["a", "ms"];
+/// the units (read by the messages, the replies and the final join), their messages
+/// (read by the message outcomes and the reply rule) and the deduplicated inbound
+/// messages (read by the quoted replies, the reply rule and the STOPs: four times).
+const MATERIALISED: &[&str] = &["a", "ms", "inb"];
 
 /// The per-arm sums over a unit relation.
 fn stats_over(units: &str) -> String {
