@@ -634,6 +634,25 @@ fn experiment_snapshots() {
     assert_eq!(again, first);
     assert_eq!(snapshots(&s, "exp-snap"), files);
 
+    // A snapshot that cannot be read (damaged on disk) is not trusted: the results are
+    // computed again, the same figures, and the snapshot rewritten.
+    std::fs::write(&snap, b"not parquet").expect("damage the snapshot");
+    let (st, again) = get_json(&s, path, MARKETER);
+    assert_eq!(st, 200, "{again}");
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        v["computed_at"] = Value::Null;
+        v
+    };
+    assert_eq!(strip(&again), strip(&first));
+    assert_ne!(again["computed_at"], first["computed_at"]);
+    assert_eq!(snapshots(&s, "exp-snap"), files);
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&snap).expect("open snapshot"),
+    )
+    .expect("rewritten as Parquet");
+    let first = again;
+
     // A control unit with no conversion buys in its window: once flushed, the results
     // count it, from a new snapshot that replaces the old one.
     let buyer = (0..400)

@@ -162,9 +162,18 @@ impl Engine {
         };
         if let Some((file, at)) = found {
             tracing::debug!(experiment = %q.experiment_id, %file, "experiment results from a snapshot");
-            return self
+            match self
                 .stats_from_snapshot(&lake, &snapshot, &file, at, q)
-                .await;
+                .await
+            {
+                Ok(stats) => return Ok(stats),
+                Err(e @ (Error::MemoryLimit { .. } | Error::Timeout { .. })) => return Err(e),
+                // Removed meanwhile by another server's newer snapshot, or unreadable:
+                // the results are computed (and the snapshot written anew).
+                Err(e) => {
+                    tracing::warn!(experiment = %q.experiment_id, %file, error = %e, "could not read the experiment snapshot; computing the results")
+                }
+            }
         }
         self.compute_stats(q, Some((&lake, &snapshot))).await
     }
@@ -574,8 +583,9 @@ impl Snapshot {
     }
 
     /// Renames the written snapshot into place and removes the experiment's older ones
-    /// (and temporary files over an hour old: writes that were cut off). Returns when
-    /// the snapshot was written.
+    /// (and temporary files over an hour old: writes that were cut off). A newer one,
+    /// which another server sharing the lake may have written meanwhile, stays. Returns
+    /// when the snapshot was written.
     async fn publish(&self, lake: &LakeLocation) -> Result<chrono::DateTime<chrono::Utc>> {
         use futures_util::StreamExt;
         let io = |e: object_store::Error| Error::Execute {
@@ -590,7 +600,7 @@ impl Snapshot {
         let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
         while let Some(Ok(meta)) = list.next().await {
             let file = meta.location.filename().unwrap_or_default();
-            let stale = (file.starts_with("units-") && file != name)
+            let stale = (file.starts_with("units-") && file != name && meta.last_modified <= at)
                 || (file.starts_with("_tmp-") && meta.last_modified < hour_ago);
             if stale && let Err(e) = lake.store.delete(&meta.location).await {
                 tracing::warn!(file = %meta.location, error = %e, "could not remove an old experiment snapshot");
