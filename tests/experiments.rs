@@ -45,6 +45,18 @@ struct Events {
     orders: Vec<Value>,
 }
 
+impl Events {
+    /// Posts every table through `/v1/events` and flushes the lake.
+    fn post_and_flush(&self, s: &Server) {
+        post_all(s, "assignments", &self.assignments);
+        post_all(s, "sends", &self.sends);
+        post_all(s, "statuses", &self.statuses);
+        post_all(s, "clicks", &self.clicks);
+        post_all(s, "orders", &self.orders);
+        s.flush();
+    }
+}
+
 /// Per arm and metric, the sum of the unit values this test generated.
 type Truth = BTreeMap<String, (f64, BTreeMap<&'static str, f64>)>;
 
@@ -286,12 +298,7 @@ fn experiments_end_to_end() {
         &mut ev,
         &mut seq,
     );
-    post_all(&s, "assignments", &ev.assignments);
-    post_all(&s, "sends", &ev.sends);
-    post_all(&s, "statuses", &ev.statuses);
-    post_all(&s, "clicks", &ev.clicks);
-    post_all(&s, "orders", &ev.orders);
-    s.flush();
+    ev.post_and_flush(&s);
 
     // A/B: the injected click effect is detected and its CI covers the truth (0.05).
     let (st, res) = get_json(&s, "/v1/experiments/exp-ab/results", MARKETER);
@@ -570,12 +577,7 @@ fn experiment_snapshots() {
         &mut ev,
         &mut seq,
     );
-    post_all(&s, "assignments", &ev.assignments);
-    post_all(&s, "sends", &ev.sends);
-    post_all(&s, "statuses", &ev.statuses);
-    post_all(&s, "clicks", &ev.clicks);
-    post_all(&s, "orders", &ev.orders);
-    s.flush();
+    ev.post_and_flush(&s);
     assert!(snapshots(&s, "exp-snap").is_empty());
 
     let path = "/v1/experiments/exp-snap/results";
