@@ -672,6 +672,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn snapshot_folders_are_plain_names() {
+        assert_eq!(
+            snapshot_dir("exp-42_v1.2"),
+            "experiments/experiment_id=exp-42_v1.2"
+        );
+        // Anything that could leave the folder or need escaping becomes a digest.
+        for id in ["../x", ".hidden", "a/b", "a b", "é", ""] {
+            let dir = snapshot_dir(id);
+            let name = dir
+                .strip_prefix("experiments/experiment_id=x-")
+                .unwrap_or_else(|| panic!("{id:?} -> {dir}"));
+            assert!(
+                name.len() == 16 && name.chars().all(|c| c.is_ascii_hexdigit()),
+                "{id:?} -> {dir}"
+            );
+        }
+        assert_ne!(snapshot_dir("a/b"), snapshot_dir("a b"));
+    }
+
+    #[test]
     fn split_ctes_computes_the_named_ones_first() -> Result<()> {
         let sql = "WITH a AS (SELECT 1 AS x), b AS (SELECT x FROM a), c AS (SELECT x FROM b) \
                    SELECT * FROM c JOIN b ON b.x = c.x";
