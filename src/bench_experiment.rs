@@ -733,6 +733,10 @@ pub async fn run(args: ExperimentBench) -> Result<()> {
         let direct = plain.experiment_stats(&q).await?;
         let p = start.elapsed().as_secs_f64();
         peak_plain = peak_plain.max(peak_rss_mib());
+        anyhow::ensure!(
+            warm.computed_at.is_some() && warm.computed_at == cold.computed_at,
+            "the second request did not read the first one's snapshot"
+        );
         same_sums(&cold, &warm).context("the snapshot's sums differ from the computation's")?;
         same_sums(&cold, &direct).context("the sums with and without a snapshot differ")?;
         let (d, _) = duckdb_run(

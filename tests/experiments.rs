@@ -750,9 +750,10 @@ fn experiment_snapshots_are_refreshed_in_the_background() {
     let first = snapshots(&s, "exp-bg");
     assert_eq!(first.len(), 1, "{first:?}");
 
-    // More units land: the refresher writes the new snapshot without being asked, and
-    // keeps it (no second tick finds the lake changed).
+    // More units and their orders land: the refresher writes the new snapshot without
+    // being asked, and keeps it (no second tick finds the lake changed).
     post_all(&s, "assignments", second_half);
+    post_all(&s, "orders", &ev.orders);
     s.flush();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let (mut files, mut since) = (first.clone(), std::time::Instant::now());
@@ -777,6 +778,9 @@ fn experiment_snapshots_are_refreshed_in_the_background() {
     assert_eq!(st, 200, "{res}");
     assert_eq!(units(&res), 200.0);
     assert_eq!(snapshots(&s, "exp-bg"), files);
+    // The experiment names no currency: the snapshot keeps the majority one it was
+    // computed with (the generated orders are EUR but for one USD order in 500).
+    assert_eq!(res["currency"], "EUR", "{res}");
     // Read, not recomputed: its units were computed before the request.
     let computed =
         chrono::DateTime::parse_from_rfc3339(res["computed_at"].as_str().expect("computed_at"))

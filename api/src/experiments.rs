@@ -201,14 +201,19 @@ pub(crate) async fn results(
     let e = s.store.experiment(&id)?;
     let stats = s
         .engine
-        .experiment_stats(&ExperimentQuery {
-            experiment_id: e.id.clone(),
-            window_s: u64::from(e.window_days) * 86_400,
-            currency: e.currency.clone(),
-            max_age_s: parse_max_age(&q)?,
-        })
+        .experiment_stats(&query_of(&e, parse_max_age(&q)?))
         .await?;
     Ok(axum::Json(result(&e, &stats, o, Ts::now())?).into_response())
+}
+
+/// What the engine computes for an experiment's results.
+fn query_of(e: &Experiment, max_age_s: u64) -> ExperimentQuery {
+    ExperimentQuery {
+        experiment_id: e.id.clone(),
+        window_s: u64::from(e.window_days) * 86_400,
+        currency: e.currency.clone(),
+        max_age_s,
+    }
 }
 
 /// Experiments whose results were requested this recently are kept current by
@@ -254,14 +259,12 @@ pub fn start_refresher(s: Arc<crate::AppState>) {
                 {
                     continue;
                 }
-                let q = ExperimentQuery {
-                    experiment_id: e.id.clone(),
-                    window_s: u64::from(e.window_days) * 86_400,
-                    currency: e.currency.clone(),
-                    max_age_s: 0,
-                };
                 let started = std::time::Instant::now();
-                match s.engine.experiment_stats_within(&q, limit).await {
+                match s
+                    .engine
+                    .experiment_stats_within(&query_of(&e, 0), limit)
+                    .await
+                {
                     Ok(_) => {
                         tracing::debug!(experiment = %e.id, elapsed_ms = started.elapsed().as_millis() as u64, "experiment snapshot current")
                     }

@@ -6,7 +6,8 @@
 -- In the window only the experiment's own messages count for delivered / read / clicked
 -- / replied (EXPERIMENTS.md); before assignment the experiment has sent nothing, so the
 -- covariates count every message to the unit, of any campaign. `converted`, `revenue`
--- and `opted_out` need no message. `revenue` sums the orders in ${currency}; orders in
+-- and `opted_out` need no message. `revenue` sums the orders in ${currency} (repeated
+-- on each row as `revenue_currency`, for the experiment's snapshot); orders in
 -- other currencies are counted in `other_currency_orders` (the result's notes).
 --
 -- Written for speed (`chatlake bench experiment`, BENCHMARKS.md), with the results of
@@ -159,5 +160,6 @@ SELECT phone_hash, arm, t0 AS assigned_at,
        CASE WHEN flags & 1024 <> 0 THEN 1.0 ELSE 0.0 END AS x_converted,
        x_revenue,
        CASE WHEN flags & 2048 <> 0 THEN 1.0 ELSE 0.0 END AS x_opted_out,
-       other_currency_orders
+       other_currency_orders,
+       CAST(${currency} AS VARCHAR) AS revenue_currency
 FROM f

@@ -472,10 +472,19 @@ impl Engine {
         work: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         let limit = std::time::Duration::from_millis(self.options.query_timeout_ms);
+        self.within(limit, work).await
+    }
+
+    /// Runs our own work under `limit` (a timeout error past it).
+    pub(crate) async fn within<T>(
+        &self,
+        limit: std::time::Duration,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         tokio::time::timeout(limit, work)
             .await
             .map_err(|_| Error::Timeout {
-                limit_ms: self.options.query_timeout_ms,
+                limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
             })?
     }
 

@@ -132,11 +132,7 @@ impl Engine {
         q: &ExperimentQuery,
         limit: std::time::Duration,
     ) -> Result<ExperimentStats> {
-        tokio::time::timeout(limit, self.experiment_stats_inner(q))
-            .await
-            .map_err(|_| Error::Timeout {
-                limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-            })?
+        self.within(limit, self.experiment_stats_inner(q)).await
     }
 
     async fn experiment_stats_inner(&self, q: &ExperimentQuery) -> Result<ExperimentStats> {
@@ -185,25 +181,12 @@ impl Engine {
         q: &ExperimentQuery,
         snapshot: Option<(&LakeLocation, &Snapshot)>,
     ) -> Result<ExperimentStats> {
-        let (ctx, kept) = self.prepared(None, None, &[], &[]).await?;
-        let mut q = q.clone();
-        if q.currency.is_none() {
-            q.currency = self.majority_currency(&ctx, &q).await?;
-        }
-        // The CTEs read several times are computed once into memory (DataFusion inlines
-        // a CTE at every reference), reserved in the pool like `prepared`'s views.
-        let (stages, rest) = split_ctes(&self.experiment_units_sql(&q)?, MATERIALISED)?;
-        for (name, sql) in stages {
-            self.materialise(&ctx, &kept, &name, &sql).await?;
-        }
+        let Staged {
+            ctx, kept, q, rest, ..
+        } = self.staged(q).await?;
         if let Some((lake, snapshot)) = snapshot {
-            let currency = q
-                .currency
-                .as_deref()
-                .map_or("CAST(NULL AS VARCHAR)".to_owned(), literal);
             let copy = format!(
-                "COPY (WITH u AS ({rest}) SELECT *, {currency} AS revenue_currency FROM u) \
-                 TO '{}' STORED AS PARQUET OPTIONS ('format.compression' 'zstd(1)')",
+                "COPY ({rest}) TO '{}' STORED AS PARQUET OPTIONS ('format.compression' 'zstd(1)')",
                 snapshot
                     .url(lake, &snapshot.tmp)?
                     .as_str()
@@ -230,6 +213,33 @@ impl Engine {
         Ok(stats_from(&batches, q.currency, None))
     }
 
+    /// The first part of a cold computation: a fresh session, the currency resolved
+    /// (the majority one when the experiment names none), and the CTEs read several
+    /// times computed once into memory (DataFusion inlines a CTE at every reference),
+    /// reserved in the pool like `prepared`'s views; `rest` is the unit relation over
+    /// them.
+    async fn staged(&self, q: &ExperimentQuery) -> Result<Staged> {
+        let (ctx, kept) = self.prepared(None, None, &[], &[]).await?;
+        let mut q = q.clone();
+        if q.currency.is_none() {
+            q.currency = self.majority_currency(&ctx, &q).await?;
+        }
+        let (stages, rest) = split_ctes(&self.experiment_units_sql(&q)?, MATERIALISED)?;
+        let mut timings = Vec::new();
+        for (name, sql) in stages {
+            let t = std::time::Instant::now();
+            self.materialise(&ctx, &kept, &name, &sql).await?;
+            timings.push((name, t.elapsed(), kept.size()));
+        }
+        Ok(Staged {
+            ctx,
+            kept,
+            q,
+            rest,
+            timings,
+        })
+    }
+
     /// The statistics over the unit relation in the snapshot file `file`.
     async fn stats_from_snapshot(
         &self,
@@ -252,19 +262,7 @@ impl Engine {
         let batches = self
             .run_internal(&ctx, &stats_over("SELECT * FROM experiment_units"))
             .await?;
-        let currency = match &q.currency {
-            Some(c) => Some(c.clone()),
-            None => self
-                .run_internal(
-                    &ctx,
-                    "SELECT revenue_currency FROM experiment_units LIMIT 1",
-                )
-                .await?
-                .iter()
-                .find(|b| b.num_rows() > 0)
-                .and_then(|b| cell(b.column(0), 0).as_str().map(str::to_owned)),
-        };
-        Ok(stats_from(&batches, currency, Some(computed_at)))
+        Ok(stats_from(&batches, q.currency.clone(), Some(computed_at)))
     }
 
     /// A digest of the files of the lake tables `sql` reads (each file's path, size,
@@ -321,16 +319,14 @@ impl Engine {
     /// stage computed into memory with its wall time, then `EXPLAIN ANALYZE` of the
     /// per-arm statement over them (for `chatlake bench experiment --explain`).
     pub async fn experiment_explain(&self, q: &ExperimentQuery) -> Result<String> {
+        let Staged {
+            ctx, rest, timings, ..
+        } = self.staged(q).await?;
         let mut out = String::new();
-        let (ctx, kept) = self.prepared(None, None, &[], &[]).await?;
-        let (stages, rest) = split_ctes(&self.experiment_units_sql(q)?, MATERIALISED)?;
-        for (name, sql) in stages {
-            let t = std::time::Instant::now();
-            self.materialise(&ctx, &kept, &name, &sql).await?;
+        for (name, took, kept) in timings {
             out.push_str(&format!(
-                "stage {name}: {:.3} s ({} bytes kept so far)\n",
-                t.elapsed().as_secs_f64(),
-                kept.size()
+                "stage {name}: {:.3} s ({kept} bytes kept so far)\n",
+                took.as_secs_f64()
             ));
         }
         let t = std::time::Instant::now();
@@ -375,6 +371,17 @@ impl Engine {
     }
 }
 
+/// [`Engine::staged`]: the session with the stages kept in memory, the query with its
+/// currency resolved, the unit relation over the stages, and each stage's time and the
+/// bytes kept after it.
+struct Staged {
+    ctx: SessionContext,
+    kept: datafusion::execution::memory_pool::MemoryReservation,
+    q: ExperimentQuery,
+    rest: String,
+    timings: Vec<(String, std::time::Duration, usize)>,
+}
+
 /// The CTEs of `experiment_units.sql` that [`Engine::experiment_stats`] computes once:
 /// the units (read by the messages, the replies and the final join), their messages
 /// (read by the message outcomes and the reply rule) and the deduplicated inbound
@@ -387,6 +394,7 @@ fn stats_over(units: &str) -> String {
         "arm".to_owned(),
         "COUNT(*) AS n".to_owned(),
         "SUM(other_currency_orders) AS other_currency_orders".to_owned(),
+        "MIN(revenue_currency) AS revenue_currency".to_owned(),
     ];
     for (m, _) in UNIT_METRICS {
         let (y, x) = (format!("\"{m}\""), format!("x_{m}"));
@@ -445,16 +453,22 @@ fn split_ctes(sql: &str, names: &[&str]) -> Result<(Vec<(String, String)>, Strin
     Ok((stages, query.to_string()))
 }
 
-/// The per-arm rows of [`stats_over`] as statistics.
+/// The per-arm rows of [`stats_over`] as statistics; `revenue` is in `currency`, or
+/// when that is `None`, in the units' `revenue_currency` (a snapshot's resolved one).
 fn stats_from(
     batches: &[RecordBatch],
-    currency: Option<String>,
+    mut currency: Option<String>,
     computed_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> ExperimentStats {
     let mut arms = Vec::new();
     let mut other = 0u64;
     for b in batches {
         for row in 0..b.num_rows() {
+            if currency.is_none()
+                && let Ok(i) = b.schema().index_of("revenue_currency")
+            {
+                currency = cell(b.column(i), row).as_str().map(str::to_owned);
+            }
             let (arm, stats, o) = arm_row(b, row);
             other += o;
             if let Some(arm) = arm {
@@ -483,7 +497,8 @@ const SNAPSHOT_FORMAT: &str = "chatlake experiment snapshot 1";
 
 /// An experiment's unit relation kept as Parquet:
 /// `<lake>/experiments/experiment_id=<id>/units-<statement>-<lake state>.parquet`, one
-/// row per unit with the columns of `experiment_units.sql` and `revenue_currency`.
+/// row per unit with the columns of `experiment_units.sql` (`revenue_currency` among
+/// them: the currency resolved when it was computed).
 /// `<statement>` is a digest of the bound statement (the experiment, its window and
 /// currency, the SQL) and `<lake state>` one of the lake's files that it reads
 /// ([`Engine::lake_version`]), so the file named for the lake as it is now is exactly
