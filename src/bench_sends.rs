@@ -222,8 +222,7 @@ pub async fn run(args: SendsBench) -> Result<()> {
     // Decisions.
     let req = json!({"campaign_id": "bench", "template": "promo", "language": "en_US",
                      "category": "marketing", "recipients": recipients,
-                     "quiet_hours": "defer",
-                     "now": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)})
+                     "quiet_hours": "defer"})
     .to_string();
     let t = Instant::now();
     let (st, v) = post(&http, format!("{base}/v1/sends"), req, false).await?;

@@ -38,6 +38,40 @@ pub struct Config {
     pub sender: SendOptions,
     pub sql: SqlOptions,
     pub suppressions: SuppressionOptions,
+    pub testing: TestingOptions,
+}
+
+/// Test-only settings (`[testing]`); never set in production.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestingOptions {
+    /// Runs the sender's, the consent ledger's and the suppression list's clock from
+    /// `clock` (and lets an admin move it with `POST /v1/admin/clock`). Off by default;
+    /// without it a `clock` setting stops the start.
+    pub allow_test_clock: bool,
+    /// The instant (RFC 3339) the test clock reads at start; default the real time.
+    pub clock: Option<String>,
+}
+
+impl TestingOptions {
+    /// The clock these settings give, or a message naming the setting.
+    pub fn clock(&self) -> Result<chatlake_model::Clock> {
+        match (&self.clock, self.allow_test_clock) {
+            (None, false) => Ok(chatlake_model::Clock::system()),
+            (Some(_), false) => bail!(
+                "[testing] clock: a test clock is refused unless [testing] allow_test_clock = true (CHATLAKE_TESTING__ALLOW_TEST_CLOCK=true); never in production"
+            ),
+            (at, true) => {
+                let at = match at {
+                    None => chatlake_model::Ts::now(),
+                    Some(t) => chatlake_model::Ts::parse_rfc3339(t).with_context(|| {
+                        format!("[testing] clock: `{t}` is not an RFC 3339 timestamp")
+                    })?,
+                };
+                Ok(chatlake_model::Clock::test_from(at))
+            }
+        }
+    }
 }
 
 impl Default for Config {
@@ -55,6 +89,7 @@ impl Default for Config {
             sender: SendOptions::default(),
             sql: SqlOptions::default(),
             suppressions: SuppressionOptions::default(),
+            testing: TestingOptions::default(),
         }
     }
 }
@@ -72,6 +107,7 @@ impl fmt::Debug for Config {
             .field("sender", &self.sender)
             .field("sql", &self.sql)
             .field("suppressions", &self.suppressions)
+            .field("testing", &self.testing)
             .finish()
     }
 }

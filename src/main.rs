@@ -182,28 +182,32 @@ pub async fn build_app(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
+    let clock = Arc::new(c.testing.clock()?);
+    if clock.is_test() {
+        tracing::warn!(now = %clock.now().to_rfc3339(), "running with a TEST CLOCK ([testing] allow_test_clock): never in production");
+    }
     let engine = Arc::new(open_engine(rt).await?);
-    let store = Arc::new(chatlake_send::Store::open(&c.data_dir.join("chatlake.db"))?);
-    let state = AppState::new(
-        ingestor.clone(),
+    let stores = chatlake_send::Stores::open(&c.data_dir)?;
+    let state = AppState::new(chatlake_api::Parts {
+        ingestor: ingestor.clone(),
         norm,
         links,
-        dead,
+        dead_letters: dead,
         keys,
-        c.webhooks.clone(),
+        webhooks: c.webhooks.clone(),
         public_url,
-        c.ingest.max_body_bytes,
+        max_body_bytes: c.ingest.max_body_bytes,
         engine,
-        store,
-        c.sender.clone(),
-        c.suppressions.clone(),
-    )
+        stores,
+        sender: c.sender.clone(),
+        suppressions: c.suppressions.clone(),
+        clock,
+    })
     .map_err(anyhow::Error::msg)?;
-    let state = Arc::new(state);
     chatlake_api::suppressions::start_refresher(state.clone());
     chatlake_api::experiments::start_refresher(state.clone());
-    if let Err(e) = chatlake_api::sends::resume(&state) {
-        tracing::error!(error = %e.message, "could not resume interrupted send requests");
+    if let Err(e) = state.sender.resume() {
+        tracing::error!(error = %e, "could not resume interrupted send requests");
     }
     Ok((ingestor, chatlake_api::router(state)))
 }

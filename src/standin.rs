@@ -51,6 +51,11 @@ pub struct StandinOptions {
     /// Delay before each status webhook, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub status_delay_ms: u64,
+    /// Every K-th accepted message (0: none) is sent — its status webhooks follow, with
+    /// its `biz_opaque_callback_data` — but the connection is dropped after reading the
+    /// body, before any answer: the caller cannot know it was sent.
+    #[arg(long, default_value_t = 0)]
+    pub drop_every: u64,
 }
 
 struct Standin {
@@ -59,6 +64,9 @@ struct Standin {
     webhook_url: std::sync::RwLock<Option<String>>,
     calls: AtomicU64,
     sent: AtomicU64,
+    /// Connections to drop (by peer), for `--drop-every`.
+    kills: Kills,
+    dropped: AtomicU64,
     /// Accepted messages per recipient (a double send shows as a count above 1).
     per_recipient: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     http: reqwest::Client,
@@ -87,6 +95,7 @@ fn error(status: StatusCode, code: i64, title: &str, details: &str) -> Response 
 
 async fn messages(
     State(st): State<Arc<Standin>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
     Path((_version, phone_number_id)): Path<(String, String)>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -170,6 +179,14 @@ async fn messages(
         tokio::spawn(async move {
             statuses(&st, &url, &phone_number_id, &wamid, &wa_id, callback).await;
         });
+    }
+    if st.opts.drop_every > 0 && (seq + 1) % st.opts.drop_every == 0 {
+        // Sent, but the answer never leaves: writing it fails and the connection closes.
+        st.dropped.fetch_add(1, Ordering::SeqCst);
+        st.kills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer.0);
     }
     let mut message = json!({"id": wamid});
     if kind == "template" {
@@ -260,11 +277,14 @@ pub async fn run(opts: StandinOptions) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", opts.bind))?;
     let addr = listener.local_addr()?;
+    let kills = Kills::default();
     let state = Arc::new(Standin {
         webhook_url: std::sync::RwLock::new(opts.webhook_url.clone()),
         opts,
         calls: AtomicU64::new(0),
         sent: AtomicU64::new(0),
+        kills: kills.clone(),
+        dropped: AtomicU64::new(0),
         per_recipient: std::sync::Mutex::new(std::collections::HashMap::new()),
         http: reqwest::Client::new(),
     });
@@ -275,6 +295,7 @@ pub async fn run(opts: StandinOptions) -> Result<()> {
             axum::routing::get(|State(st): State<Arc<Standin>>| async move {
                 let per = st.per_recipient.lock().unwrap_or_else(|p| p.into_inner());
                 Json(json!({"calls": st.calls.load(Ordering::SeqCst), "sent": st.sent.load(Ordering::SeqCst),
+                    "dropped": st.dropped.load(Ordering::SeqCst),
                     "recipients": per.len(), "max_per_recipient": per.values().max().copied().unwrap_or(0)}))
             }),
         )
@@ -290,8 +311,134 @@ pub async fn run(opts: StandinOptions) -> Result<()> {
     println!("standin listening on http://{addr}");
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    axum::serve(listener, app)
+    let listener = DropListener {
+        inner: listener,
+        kills,
+    };
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(crate::shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// Peers whose connection is to be dropped.
+type Kills = Arc<std::sync::Mutex<std::collections::HashSet<std::net::SocketAddr>>>;
+
+/// The peer of a connection (the handler's `ConnectInfo`).
+#[derive(Debug, Clone, Copy)]
+struct Peer(std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, DropListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, DropListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// A TCP listener whose connections can be dropped mid-request (`--drop-every`).
+struct DropListener {
+    inner: tokio::net::TcpListener,
+    kills: Kills,
+}
+
+impl axum::serve::Listener for DropListener {
+    type Io = Droppable;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Droppable, std::net::SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((inner, peer)) => {
+                    let io = Droppable {
+                        inner,
+                        peer,
+                        kills: self.kills.clone(),
+                    };
+                    return (io, peer);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stand-in accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that fails every read and write once its peer is marked to drop, so
+/// the server closes it without answering.
+struct Droppable {
+    inner: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    kills: Kills,
+}
+
+impl Droppable {
+    fn killed(&self) -> bool {
+        self.kills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&self.peer)
+    }
+}
+
+impl Drop for Droppable {
+    fn drop(&mut self) {
+        self.kills
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.peer);
+    }
+}
+
+fn dropped() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "dropped by the stand-in")
+}
+
+impl tokio::io::AsyncRead for Droppable {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.killed() {
+            return std::task::Poll::Ready(Err(dropped()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Droppable {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.killed() {
+            return std::task::Poll::Ready(Err(dropped()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.killed() {
+            return std::task::Poll::Ready(Err(dropped()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

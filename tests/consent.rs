@@ -40,13 +40,13 @@ fn consent_ledger_end_to_end() {
     assert_eq!(v["state"]["marketing"], "none");
     assert_eq!(v["entries"].as_array().map(Vec::len), Some(0));
 
-    let (st, v) = post_json(
-        &s,
-        "/v1/consent",
-        MARKETER,
-        &json!({"phone": "+49 151 1234 5678", "action": "opt_in", "scope": "marketing",
-                "source": "checkout_checkbox", "policy_version": "2026-01", "ts": "2026-03-01T10:00:00Z"}),
-    );
+    // Importing a past entry (`ts`) is for admins; a marketer records consent as of now.
+    let import = json!({"phone": "+49 151 1234 5678", "action": "opt_in", "scope": "marketing",
+                "source": "checkout_checkbox", "policy_version": "2026-01", "ts": "2026-03-01T10:00:00Z"});
+    let (st, v) = post_json(&s, "/v1/consent", MARKETER, &import);
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(get_consent(&s, phone)["entries"].as_array().map(Vec::len), Some(0));
+    let (st, v) = post_json(&s, "/v1/consent", ADMIN, &import);
     assert_eq!(st, 201, "{v}");
     assert_eq!(v["phone_hash"], hash(phone));
     assert_eq!(v["state"]["marketing"], "opted_in");
@@ -89,6 +89,47 @@ fn consent_ledger_end_to_end() {
     assert_eq!(v["state"]["marketing"], "opted_in", "{v}");
     assert_eq!(v["entries"].as_array().map(Vec::len), Some(3));
 
+    // An imported past opt-out never overrides the later START; a future one is refused.
+    let (st, v) = post_json(
+        &s,
+        "/v1/consent",
+        ADMIN,
+        &json!({"phone": phone, "action": "opt_out", "ts": "2026-03-02T00:00:00Z", "source": "import"}),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["state"]["marketing"], "opted_in", "{v}");
+    let future = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let (st, v) = post_json(
+        &s,
+        "/v1/consent",
+        ADMIN,
+        &json!({"phone": phone, "action": "opt_out", "ts": future}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["field"], "ts", "{v}");
+    // Every entry says when it was recorded and by which key (never the key itself).
+    let v = get_consent(&s, phone);
+    let entries = v["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 4, "{v}");
+    let by: Vec<&str> = entries
+        .iter()
+        .map(|e| e["recorded_by"].as_str().expect("recorded_by"))
+        .collect();
+    for e in entries {
+        let want = if e["source"].as_str().is_some_and(|s| s.starts_with("inbound_")) {
+            "webhook:whatsapp"
+        } else {
+            "key:admin:"
+        };
+        assert!(e["recorded_by"].as_str().is_some_and(|b| b.starts_with(want)), "{e}");
+    }
+    assert!(by.iter().all(|b| !b.contains(ADMIN) && !b.contains(MARKETER)));
+    for e in entries {
+        let at = chrono::DateTime::parse_from_rfc3339(e["recorded_at"].as_str().expect("at"))
+            .expect("rfc 3339");
+        assert!(chrono::Utc::now() - at.with_timezone(&chrono::Utc) < chrono::Duration::hours(1));
+    }
+
     // A user_preferences resume (the real fixture) enters the ledger for its wa_id.
     let fixture = std::fs::read(fixtures().join("whatsapp/user_preferences_marketing_resume.json"))
         .expect("fixture");
@@ -108,6 +149,27 @@ fn consent_ledger_end_to_end() {
     assert_eq!(r.status(), 202);
     let v = get_consent(&s, "+5511987654321");
     assert_eq!(v["state"]["authentication"], "opted_out", "{v}");
+    assert!(
+        v["entries"][0]["recorded_by"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("key:ingest:")),
+        "{v}"
+    );
+    // …but not one dated in the future: 400 naming the record, nothing written.
+    let r = post_events(
+        &s,
+        "consent",
+        &json!([{"event_id": "ev-2", "ts": future, "phone": "+5511987654322",
+                 "action": "opt_in", "scope": "all", "source": "crm", "policy_version": "1"}])
+        .to_string(),
+    );
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().expect("json");
+    assert_eq!(v["error"]["field"], "ts", "{v}");
+    assert_eq!(
+        get_consent(&s, "+5511987654322")["entries"].as_array().map(Vec::len),
+        Some(0)
+    );
 
     // Bad input: 400 naming the field, nothing recorded; wrong role 403.
     for (body, field) in [
@@ -126,7 +188,7 @@ fn consent_ledger_end_to_end() {
             "ts",
         ),
     ] {
-        let (st, v) = post_json(&s, "/v1/consent", MARKETER, &body);
+        let (st, v) = post_json(&s, "/v1/consent", ADMIN, &body);
         assert_eq!(st, 400, "{body}: {v}");
         assert_eq!(v["error"]["field"], field, "{v}");
     }

@@ -8,100 +8,10 @@ mod common;
 
 use chatlake_model::Ts;
 use chatlake_model::experiment::ExperimentSpec;
+use common::sender::*;
 use common::*;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-struct Standin {
-    child: Child,
-    base: String,
-}
-impl Drop for Standin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn standin(extra: &[&str]) -> Standin {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chatlake"))
-        .args([
-            "standin",
-            "--token",
-            "tok",
-            "--app-secret",
-            APP_SECRET,
-            "--status-delay-ms",
-            "5",
-        ])
-        .args(extra)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start standin");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let base = line
-        .trim()
-        .strip_prefix("standin listening on ")
-        .unwrap_or_else(|| panic!("unexpected {line:?}"))
-        .to_owned();
-    Standin { child, base }
-}
-
-fn start(dir: &std::path::Path, st: &Standin) -> Server {
-    let s = Server::start(
-        dir,
-        &[
-            ("CHATLAKE_WHATSAPP_API_URL", st.base.as_str()),
-            ("CHATLAKE_WHATSAPP_TOKEN", "tok"),
-            ("CHATLAKE_WHATSAPP_PHONE_NUMBER_ID", "pn1"),
-            ("CHATLAKE_SENDER__PAIR_INTERVAL_MS", "0"),
-            ("CHATLAKE_SENDER__RETRY_BASE_MS", "10"),
-            ("CHATLAKE_SUPPRESSIONS__REFRESH_INTERVAL_S", "0"),
-        ],
-    );
-    let r = client()
-        .post(format!("{}/_standin/webhook_url", st.base))
-        .body(s.url("/v1/webhooks/whatsapp"))
-        .send()
-        .expect("configure standin");
-    assert_eq!(r.status(), 204);
-    s
-}
-
-fn wait_done(s: &Server, id: &str) -> Value {
-    for _ in 0..400 {
-        let v: Value = client()
-            .get(s.url(&format!("/v1/sends/{id}")))
-            .bearer_auth(MARKETER)
-            .send()
-            .expect("get")
-            .json()
-            .expect("json");
-        if v["state"] == "done" {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("send {id} did not finish");
-}
-
-fn opt_in(s: &Server, phone: &str) {
-    let (st, v) = post_json(
-        s,
-        "/v1/consent",
-        MARKETER,
-        &json!({"phone": phone, "action": "opt_in", "scope": "marketing", "ts": "2026-04-01T00:00:00Z"}),
-    );
-    assert_eq!(st, 201, "{v}");
-}
 
 fn send(s: &Server, recipients: &[&str]) -> Value {
     let (st, v) = post_json(
@@ -110,19 +20,10 @@ fn send(s: &Server, recipients: &[&str]) -> Value {
         MARKETER,
         &json!({"campaign_id": "spring", "template": "promo", "language": "en_US",
                 "category": "marketing", "recipients": recipients, "variables": ["Ana"],
-                "quiet_hours": "skip", "now": "2026-04-10T12:00:00Z"}),
+                "quiet_hours": "skip"}),
     );
     assert_eq!(st, 202, "{v}");
     v
-}
-
-fn standin_stats(st: &Standin) -> Value {
-    client()
-        .get(format!("{}/stats", st.base))
-        .send()
-        .expect("stats")
-        .json()
-        .expect("json")
 }
 
 #[test]
@@ -192,7 +93,7 @@ fn the_loop_closes() {
         &s,
         "/v1/suppressions/refresh",
         MARKETER,
-        &json!({"now": "2026-04-10T12:00:00Z"}),
+        &json!({}),
     );
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["counts"]["opted_out"], 1, "{v}");
@@ -265,14 +166,13 @@ fn holdout_members_are_assigned_and_never_sent_to() {
         opt_in(&s, p);
     }
     let refs: Vec<&str> = phones.iter().map(String::as_str).collect();
-    // A real clock: the persistent experiment runs from its creation.
-    let now = chrono::Utc::now().to_rfc3339();
+    // The persistent experiment runs from its creation (by the server's clock).
     let (st, v) = post_json(
         &s,
         "/v1/sends",
         MARKETER,
         &json!({"campaign_id": "spring", "template": "promo", "language": "en_US",
-                "category": "marketing", "recipients": refs, "now": now}),
+                "category": "marketing", "recipients": refs}),
     );
     assert_eq!(st, 202, "{v}");
     let held = phones
@@ -347,6 +247,8 @@ fn sigkill_mid_send_and_restart_sends_nobody_twice() {
                 ("CHATLAKE_SENDER__PAIR_INTERVAL_MS", "0"),
                 ("CHATLAKE_SENDER__RATE_LIMIT_PER_S", "20"),
                 ("CHATLAKE_SUPPRESSIONS__REFRESH_INTERVAL_S", "0"),
+                ("CHATLAKE_TESTING__ALLOW_TEST_CLOCK", "true"),
+                ("CHATLAKE_TESTING__CLOCK", CLOCK),
             ],
         );
         for p in &phones {
@@ -375,8 +277,8 @@ fn sigkill_mid_send_and_restart_sends_nobody_twice() {
     assert!(stats["sent"].as_u64().expect("n") <= 60);
 }
 
-/// Each suppression reason, computed from events posted through ingest with the clock
-/// injected (`now`), stops the sender with that reason in `send_skips`; a recipient
+/// Each suppression reason, computed from events posted through ingest with the test
+/// clock at [`CLOCK`], stops the sender with that reason in `send_skips`; a recipient
 /// with none of them is sent to.
 #[test]
 fn each_suppression_reason_stops_the_sender() {
@@ -400,12 +302,13 @@ fn each_suppression_reason_stops_the_sender() {
     let (st, v) = post_json(
         &s,
         "/v1/consent",
-        MARKETER,
+        ADMIN,
+        // ADMIN: an import of a past entry.
         &json!({"phone": stopper, "action": "opt_out", "scope": "marketing", "ts": "2026-04-02T00:00:00Z"}),
     );
     assert_eq!(st, 201, "{v}");
 
-    // now = 2026-04-10T12:00:00Z (`send`).
+    // The clock reads 2026-04-10T12:00:00Z (plus the test's run time).
     let mut sends = Vec::new();
     let mut statuses = Vec::new();
     let mut msg = |phone: &str, day: &str, status: Option<(&str, Option<i64>)>| {
@@ -454,7 +357,7 @@ fn each_suppression_reason_stops_the_sender() {
         &s,
         "/v1/suppressions/refresh",
         MARKETER,
-        &json!({"now": "2026-04-10T12:00:00Z"}),
+        &json!({}),
     );
     assert_eq!(st, 200, "{v}");
     for (reason, _) in who {

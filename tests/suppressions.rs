@@ -1,17 +1,25 @@
 //! The suppression list over HTTP: computed from what was posted through ingest and
-//! from the consent ledger, as JSON and CSV, refreshed on request with an injected
-//! clock (`now`), with its roles and bad input.
+//! from the consent ledger, as JSON and CSV, refreshed on request by the server's
+//! clock (a test clock here, moved by `POST /v1/admin/clock`; a request cannot set
+//! it), with its roles and bad input.
 
 mod common;
 
 use common::*;
 use serde_json::{Value, json};
 
+/// Moves the server's test clock to `now`, then refreshes the list.
 fn refresh(s: &Server, now: &str) -> Value {
+    let r = client()
+        .post(s.url("/v1/admin/clock"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"now": now}))
+        .send()
+        .expect("clock");
+    assert_eq!(r.status(), 200);
     let r = client()
         .post(s.url("/v1/suppressions/refresh"))
         .bearer_auth(MARKETER)
-        .json(&json!({"now": now}))
         .send()
         .expect("refresh");
     assert_eq!(r.status(), 200);
@@ -46,14 +54,19 @@ fn suppression_list_over_http() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = Server::start(
         dir.path(),
-        &[("CHATLAKE_SUPPRESSIONS__REFRESH_INTERVAL_S", "0")],
+        &[
+            ("CHATLAKE_SUPPRESSIONS__REFRESH_INTERVAL_S", "0"),
+            ("CHATLAKE_TESTING__ALLOW_TEST_CLOCK", "true"),
+            ("CHATLAKE_TESTING__CLOCK", "2026-04-10T12:00:00Z"),
+        ],
     );
     let (stopper, buyer, held) = ("+4915100000001", "+4915100000002", "+4915100000003");
 
-    // An opt-out through the API: in the ledger at once, before any flush.
+    // An opt-out through the API (an admin's import of a past entry): in the ledger at
+    // once, before any flush.
     let r = client()
         .post(s.url("/v1/consent"))
-        .bearer_auth(MARKETER)
+        .bearer_auth(ADMIN)
         .json(&json!({"phone": stopper, "action": "opt_out", "scope": "marketing", "ts": "2026-04-01T00:00:00Z"}))
         .send()
         .expect("consent");
@@ -71,7 +84,8 @@ fn suppression_list_over_http() {
     );
 
     // An order and a persistent holdout, through ingest. A persistent experiment runs
-    // from its creation, so this part works on the real clock.
+    // from its creation (by the server's clock), so this part moves the clock to the
+    // real time.
     let real = chrono::Utc::now();
     let fmt =
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -156,7 +170,8 @@ fn suppression_list_over_http() {
     assert_eq!(r.status(), 403);
     for (url, body) in [
         ("/v1/suppressions?format=xml", None),
-        ("/v1/suppressions/refresh", Some(json!({"now": "soon"}))),
+        // A request cannot set the clock the sender uses.
+        ("/v1/suppressions/refresh", Some(json!({"now": "2026-04-10T12:00:00Z"}))),
         ("/v1/suppressions/refresh", Some(json!({"then": 1}))),
     ] {
         let req = match &body {
@@ -168,6 +183,16 @@ fn suppression_list_over_http() {
         let v: Value = r.json().expect("json");
         assert!(v["error"]["code"].is_string());
     }
+    // Without the test setting there is no clock to move.
+    let plain = tempfile::tempdir().expect("tmp");
+    let p = Server::start(plain.path(), &[]);
+    let r = client()
+        .post(p.url("/v1/admin/clock"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"now": "2026-04-10T12:00:00Z"}))
+        .send()
+        .expect("clock");
+    assert_eq!(r.status(), 404);
     // No raw number in the answer.
     assert!(!text.contains("4915100000001"));
 }

@@ -107,7 +107,11 @@ impl From<chatlake_sql::Error> for ApiError {
 
 impl From<chatlake_send::Error> for ApiError {
     fn from(e: chatlake_send::Error) -> ApiError {
-        ApiError::of(e.kind(), e.code(), &e, None)
+        let detail = match &e {
+            chatlake_send::Error::InvalidSend { field, .. } => Some(json!({"field": field})),
+            _ => None,
+        };
+        ApiError::of(e.kind(), e.code(), &e, detail)
     }
 }
 

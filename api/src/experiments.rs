@@ -4,12 +4,12 @@
 //! ([`chatlake_model::stats::analyse`]) for results and calculator alike.
 
 use crate::error::ApiError;
-use crate::options::Role;
-use crate::{ApiResult, St, authorize, body};
+use crate::auth::{Caller, Readers};
+use crate::{ApiResult, St, body};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chatlake_model::Ts;
 use chatlake_model::experiment::{Experiment, ExperimentSpec};
@@ -20,10 +20,8 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-const READERS: &[Role] = &[Role::Analyst, Role::Marketer, Role::Admin];
-/// Defining experiments: analysts and marketers both run them (API.md lists
-/// "experiments" for both roles).
-const WRITERS: &[Role] = &[Role::Analyst, Role::Marketer, Role::Admin];
+// Defining experiments: analysts and marketers both run them (API.md lists
+// "experiments" for both roles), so every route here admits `Readers`.
 
 /// Default significance level and smallest arm that gets a test.
 const DEFAULT_ALPHA: f64 = 0.05;
@@ -56,31 +54,29 @@ fn view(e: &Experiment, now: Ts) -> Value {
 
 /// `POST /v1/experiments`.
 pub(crate) async fn create(
+    _: Caller<Readers>,
     State(s): St,
-    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers, WRITERS)?;
     let raw = body(&s, b)?;
     let spec: ExperimentSpec = crate::json_body(&raw, "the experiment definition is invalid")?;
-    let now = Ts::now();
+    let now = s.clock.now();
     let e = spec.validate(now).map_err(|e| {
         let mut err = bad("invalid_experiment", e.to_string());
         err.detail = Some(json!({"field": e.field}));
         err
     })?;
-    s.store.create_experiment(&e)?;
+    s.experiments.create(&e)?;
     tracing::info!(experiment = %e.id, arms = e.arms.len(), "experiment defined");
     Ok((StatusCode::CREATED, axum::Json(view(&e, now))).into_response())
 }
 
 /// `GET /v1/experiments`.
-pub(crate) async fn list(State(s): St, headers: HeaderMap) -> ApiResult {
-    authorize(&s, &headers, READERS)?;
-    let now = Ts::now();
+pub(crate) async fn list(_: Caller<Readers>, State(s): St) -> ApiResult {
+    let now = s.clock.now();
     let all: Vec<Value> = s
-        .store
-        .experiments()?
+        .experiments
+        .all()?
         .iter()
         .map(|e| view(e, now))
         .collect();
@@ -88,10 +84,9 @@ pub(crate) async fn list(State(s): St, headers: HeaderMap) -> ApiResult {
 }
 
 /// `GET /v1/experiments/{id}`.
-pub(crate) async fn get_one(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    authorize(&s, &headers, READERS)?;
-    let e = s.store.experiment(&id)?;
-    Ok(axum::Json(view(&e, Ts::now())).into_response())
+pub(crate) async fn get_one(_: Caller<Readers>, State(s): St, Path(id): Path<String>) -> ApiResult {
+    let e = s.experiments.get(&id)?;
+    Ok(axum::Json(view(&e, s.clock.now())).into_response())
 }
 
 fn parse_f64(q: &HashMap<String, String>, k: &str, default: Option<f64>) -> ApiResult<f64> {
@@ -187,23 +182,22 @@ impl Default for ResultOptions {
 
 /// `GET /v1/experiments/{id}/results[?cuped=true&alpha=&min_n=&max_age_s=]`.
 pub(crate) async fn results(
+    _: Caller<Readers>,
     State(s): St,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    authorize(&s, &headers, READERS)?;
     let o = ResultOptions {
         cuped: parse_bool(&q, "cuped")?,
         alpha: parse_f64(&q, "alpha", Some(DEFAULT_ALPHA))?,
         min_n: parse_min_n(&q)?,
     };
-    let e = s.store.experiment(&id)?;
+    let e = s.experiments.get(&id)?;
     let stats = s
         .engine
         .experiment_stats(&query_of(&e, parse_max_age(&q)?))
         .await?;
-    Ok(axum::Json(result(&e, &stats, o, Ts::now())?).into_response())
+    Ok(axum::Json(result(&e, &stats, o, s.clock.now())?).into_response())
 }
 
 /// What the engine computes for an experiment's results.
@@ -241,8 +235,8 @@ pub fn start_refresher(s: Arc<crate::AppState>) {
         tick.tick().await;
         loop {
             tick.tick().await;
-            let now = Ts::now();
-            let experiments = match s.store.experiments() {
+            let now = s.clock.now();
+            let experiments = match s.experiments.all() {
                 Ok(list) => list,
                 Err(e) => {
                     tracing::warn!(error = %e, "experiment refresh: could not list the experiments");
@@ -430,11 +424,10 @@ struct CompareRequest {
 /// `POST /v1/stats/compare`: the significance calculator on summary statistics; its
 /// single metric is named `value`.
 pub(crate) async fn compare(
+    _: Caller<Readers>,
     State(s): St,
-    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers, READERS)?;
     let raw = body(&s, b)?;
     let req: CompareRequest = crate::json_body(&raw, "the comparison request is invalid")?;
     let proportions = req.arms.iter().all(|a| a.conversions.is_some());
@@ -500,11 +493,9 @@ pub(crate) async fn compare(
 
 /// `GET /v1/stats/power?baseline=&mde=|n=&alpha=&power=`.
 pub(crate) async fn power(
-    State(s): St,
-    headers: HeaderMap,
+    _: Caller<Readers>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    authorize(&s, &headers, READERS)?;
     let baseline = parse_f64(&q, "baseline", None)?;
     let alpha = parse_f64(&q, "alpha", Some(DEFAULT_ALPHA))?;
     let power = parse_f64(&q, "power", Some(0.8))?;

@@ -1,8 +1,12 @@
 //! `chatlake-api`: the axum HTTP server of API.md — routes, auth by role, and the one
 //! error → status mapping ([`error::status_of`]).
 //!
-//! Start reading at [`router`]: every route and the roles it takes are listed there.
+//! Start reading at [`router`]: every route and the roles it takes (the [`auth::Caller`]
+//! extractor in each handler's signature) are listed there. Handlers parse, authorise,
+//! call the crate that does the work, and encode; the send decisions live in
+//! `chatlake_send::Sender`.
 
+pub mod auth;
 mod consent;
 pub mod error;
 pub mod experiments;
@@ -11,6 +15,7 @@ mod query;
 pub mod sends;
 pub mod suppressions;
 
+use auth::{Admins, ApiKey, Caller, Ingesters, LinkMinters};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -24,7 +29,9 @@ use chatlake_ingest::shopify::Resource;
 use chatlake_ingest::whatsapp::{Outcome, Reject};
 use chatlake_ingest::{Ingestor, Normalizer, generic, shopify, signature, whatsapp};
 use chatlake_model::tables::ClickEvent;
-use chatlake_model::{Event, Ts};
+use chatlake_model::{Clock, Event, Ts};
+use chatlake_send::sender::{BoxFuture, Sink};
+use chatlake_send::{Experiments, Ledger, Sender};
 use error::ApiError;
 pub use options::{Role, ServerOptions, WebhookOptions};
 use serde::Deserialize;
@@ -40,108 +47,114 @@ pub struct AppState {
     pub norm: Arc<Normalizer>,
     pub links: LinkSigner,
     pub dead_letters: DeadLetters,
-    pub keys: Vec<(String, Role)>,
+    pub keys: Vec<ApiKey>,
     pub webhooks: WebhookOptions,
     pub public_url: String,
     pub max_body_bytes: usize,
     /// The metric layer and SQL engine over the lake.
     pub engine: Arc<chatlake_sql::Engine>,
-    /// Local state: experiment definitions (later the consent ledger).
-    pub store: Arc<chatlake_send::Store>,
-    /// Sender and consent settings.
-    pub sender: chatlake_send::SendOptions,
+    /// The consent ledger (`chatlake.db`).
+    pub ledger: Arc<Ledger>,
+    /// Experiment definitions (`experiments.db`).
+    pub experiments: Arc<Experiments>,
+    /// The sender: outbox, policy, limiter and worker.
+    pub sender: Arc<Sender>,
+    /// How inbound keywords become ledger entries (`[sender] stop_scope`,
+    /// `start_opts_in`).
+    pub consent_rules: consent::Rules,
     /// Thresholds and schedule of the suppression list.
     pub suppression_options: chatlake_sql::suppressions::SuppressionOptions,
     /// The suppression list in effect for the sender.
     pub suppressions: std::sync::RwLock<Arc<suppressions::SuppressionList>>,
-    /// The Cloud API client (`None` until the token and sending number are set).
-    pub cloud: Option<Arc<chatlake_send::cloud::CloudClient>>,
-    /// Marketing sends this process made, by recipient (the frequency cap between two
-    /// refreshes of the suppression list).
-    pub recent_sends: Mutex<HashMap<String, Vec<Ts>>>,
-    /// Send requests whose worker runs.
-    pub workers: Mutex<HashSet<String>>,
-    /// The send policy (`[sender]` quiet hours and zones).
-    pub policy: chatlake_send::policy::Policy,
+    /// The clock of the sender, the ledger and the suppression list (the system clock
+    /// unless a test clock was explicitly allowed).
+    pub clock: Arc<Clock>,
     /// Recently seen `X-Shopify-Webhook-Id`s (redeliveries are answered, not landed).
     shopify_seen: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
 
-impl AppState {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        ingestor: Arc<Ingestor>,
-        norm: Arc<Normalizer>,
-        links: LinkSigner,
-        dead_letters: DeadLetters,
-        keys: Vec<(String, Role)>,
-        webhooks: WebhookOptions,
-        public_url: String,
-        max_body_bytes: usize,
-        engine: Arc<chatlake_sql::Engine>,
-        store: Arc<chatlake_send::Store>,
-        sender: chatlake_send::SendOptions,
-        suppression_options: chatlake_sql::suppressions::SuppressionOptions,
-    ) -> Result<AppState, String> {
-        // A bad quiet-hours or zone setting stops the start.
-        let policy = sender.policy()?;
-        Ok(AppState {
-            ingestor,
-            norm,
-            links,
-            dead_letters,
-            keys,
-            webhooks,
-            public_url,
-            max_body_bytes,
-            engine,
-            store,
-            sender: sender.clone(),
-            suppression_options,
-            suppressions: std::sync::RwLock::new(Arc::default()),
-            cloud: sender
-                .cloud()
-                .map(|c| Arc::new(chatlake_send::cloud::CloudClient::new(c))),
-            recent_sends: Mutex::new(HashMap::new()),
-            workers: Mutex::new(HashSet::new()),
-            policy,
-            shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
+/// What [`AppState::new`] is built from.
+pub struct Parts {
+    pub ingestor: Arc<Ingestor>,
+    pub norm: Arc<Normalizer>,
+    pub links: LinkSigner,
+    pub dead_letters: DeadLetters,
+    pub keys: Vec<(String, Role)>,
+    pub webhooks: WebhookOptions,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub engine: Arc<chatlake_sql::Engine>,
+    pub stores: chatlake_send::Stores,
+    pub sender: chatlake_send::SendOptions,
+    pub suppressions: chatlake_sql::suppressions::SuppressionOptions,
+    pub clock: Arc<Clock>,
+}
+
+/// The sender's events go through ingest's write-ahead log, like every event.
+struct IngestSink(Arc<Ingestor>);
+
+impl Sink for IngestSink {
+    fn record(&self, events: Vec<Event>) -> BoxFuture<'_, chatlake_send::error::Result<()>> {
+        Box::pin(async move {
+            self.0
+                .submit(events)
+                .await
+                .map(|_| ())
+                .map_err(|e| chatlake_send::Error::Record {
+                    kind: e.kind(),
+                    code: e.code(),
+                    message: e.to_string(),
+                })
         })
+    }
+}
+
+impl AppState {
+    /// The state; a bad quiet-hours or zone setting is an error naming it.
+    pub fn new(p: Parts) -> Result<Arc<AppState>, String> {
+        let cap = &p.suppressions;
+        let policy = p.sender.policy(cap.frequency_cap, cap.frequency_window_s)?;
+        let ledger = Arc::new(p.stores.ledger);
+        let experiments = Arc::new(p.stores.experiments);
+        let sender = Sender::new(chatlake_send::sender::Parts {
+            outbox: p.stores.outbox,
+            ledger: ledger.clone(),
+            experiments: experiments.clone(),
+            hasher: p.norm.hasher.clone(),
+            policy,
+            cloud: p.sender.cloud().map(chatlake_send::cloud::CloudClient::new),
+            concurrency: p.sender.concurrency,
+            sink: Arc::new(IngestSink(p.ingestor.clone())),
+            clock: p.clock.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Arc::new(AppState {
+            ingestor: p.ingestor,
+            norm: p.norm,
+            links: p.links,
+            dead_letters: p.dead_letters,
+            keys: p.keys.into_iter().map(|(k, r)| ApiKey::new(k, r)).collect(),
+            webhooks: p.webhooks,
+            public_url: p.public_url,
+            max_body_bytes: p.max_body_bytes,
+            engine: p.engine,
+            ledger,
+            experiments,
+            sender: Arc::new(sender),
+            consent_rules: consent::Rules {
+                stop_scope: p.sender.stop_scope.clone(),
+                start_opts_in: p.sender.start_opts_in,
+            },
+            suppression_options: p.suppressions,
+            suppressions: std::sync::RwLock::new(Arc::default()),
+            clock: p.clock,
+            shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
+        }))
     }
 }
 
 type St = State<Arc<AppState>>;
 type ApiResult<T = Response> = Result<T, ApiError>;
-
-const INGEST: &[Role] = &[Role::Ingest, Role::Admin];
-const ADMIN: &[Role] = &[Role::Admin];
-const LINKS: &[Role] = &[Role::Ingest, Role::Marketer, Role::Admin];
-
-/// Checks the bearer key and its role (constant-time comparison against every key).
-fn authorize(state: &AppState, headers: &HeaderMap, allowed: &[Role]) -> ApiResult<Role> {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(ApiError::unauthorized)?;
-    let mut found = None;
-    for (k, role) in &state.keys {
-        if bool::from(k.as_bytes().ct_eq(key.as_bytes())) {
-            found = Some(*role);
-        }
-    }
-    let role = found.ok_or_else(ApiError::unauthorized)?;
-    if allowed.contains(&role) {
-        Ok(role)
-    } else {
-        let names: Vec<String> = allowed
-            .iter()
-            .map(|r| format!("{r:?}").to_lowercase())
-            .collect();
-        Err(ApiError::forbidden(&names.join(" or ")))
-    }
-}
 
 fn body(state: &AppState, b: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     b.map_err(|r| {
@@ -201,6 +214,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/consent", post(consent::post))
         .route("/v1/consent/{phone}", get(consent::get))
         .route("/v1/admin/flush", post(flush))
+        .route("/v1/admin/clock", post(set_clock))
         .route("/v1/admin/dead_letters", get(list_dead_letters))
         .route("/v1/admin/dead_letters/{id}", get(get_dead_letter))
         .route(
@@ -285,6 +299,7 @@ fn accepted(n: usize, dead: Option<String>) -> Response {
 }
 
 /// Lands what was understood and keeps the payload as a dead letter if anything was not.
+/// Status webhooks that name a send whose outcome was unknown settle it as sent.
 async fn land(
     s: &AppState,
     endpoint: &str,
@@ -292,9 +307,27 @@ async fn land(
     raw: &[u8],
 ) -> ApiResult<(usize, Option<String>)> {
     let n = outcome.events.len();
-    let (entries, mirrors) = consent::implied(s, &outcome.events);
+    let recorded_by = format!("webhook:{}", endpoint.rsplit('/').next().unwrap_or(endpoint));
+    let (entries, mirrors) = consent::implied(s, &outcome.events, &recorded_by);
+    let callbacks: Vec<(&str, &str)> = outcome
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Statuses(st) => st
+                .biz_opaque_callback_data
+                .as_deref()
+                .map(|c| (c, st.message_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    let settled = if callbacks.is_empty() {
+        Vec::new()
+    } else {
+        s.sender.settle(&callbacks)?
+    };
     let mut events = outcome.events;
     events.extend(mirrors);
+    events.extend(settled);
     s.ingestor.submit(events).await?;
     consent::record(s, &entries)?;
     let mut dead = None;
@@ -414,12 +447,12 @@ async fn shopify_webhook(
 }
 
 async fn post_events(
+    caller: Caller<Ingesters>,
     State(s): St,
     Path(table): Path<String>,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers, INGEST)?;
     let raw = body(&s, b)?;
     let table = generic::postable_table(&table)?;
     let ndjson = headers
@@ -428,8 +461,9 @@ async fn post_events(
         .is_some_and(|ct| ct.starts_with("application/x-ndjson"));
     let records = generic::split_records(&raw, ndjson)?;
     let parsed = generic::parse(table, &records, &s.norm, Ts::now())?;
+    consent::refuse_future(&s, &parsed.events)?;
     let n = parsed.events.len();
-    let (entries, mirrors) = consent::implied(&s, &parsed.events);
+    let (entries, mirrors) = consent::implied(&s, &parsed.events, &caller.key_id);
     let mut events = parsed.events;
     events.extend(mirrors);
     s.ingestor.submit(events).await?;
@@ -450,11 +484,10 @@ struct MintLink {
 }
 
 async fn mint_link(
+    _: Caller<LinkMinters>,
     State(s): St,
-    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers, LINKS)?;
     let raw = body(&s, b)?;
     let req: MintLink = crate::json_body(&raw, "expected {message_id, url, phone}")?;
     let bad = |field: &str, msg: &str| {
@@ -519,27 +552,58 @@ async fn click(State(s): St, Path(token): Path<String>) -> ApiResult {
         .into_response())
 }
 
-async fn flush(State(s): St, headers: HeaderMap) -> ApiResult {
-    authorize(&s, &headers, ADMIN)?;
+async fn flush(_: Caller<Admins>, State(s): St) -> ApiResult {
     s.ingestor.flush().await?;
     Ok(axum::Json(json!({"flushed": true, "checkpoint": s.ingestor.checkpoint()})).into_response())
 }
 
-async fn list_dead_letters(State(s): St, headers: HeaderMap) -> ApiResult {
-    authorize(&s, &headers, ADMIN)?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetClock {
+    now: String,
+}
+
+/// `POST /v1/admin/clock` `{"now": "<RFC 3339>"}`: moves the test clock. It exists only
+/// when the server runs with a test clock (`[testing] allow_test_clock`); otherwise
+/// 404, like any unknown route.
+async fn set_clock(
+    _: Caller<Admins>,
+    State(s): St,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    if !s.clock.is_test() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"));
+    }
+    let raw = body(&s, b)?;
+    let req: SetClock = json_body(&raw, "expected {\"now\": \"<RFC 3339>\"}")?;
+    let at = Ts::parse_rfc3339(&req.now).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("`now` is not an RFC 3339 timestamp: `{}`", req.now),
+        )
+    })?;
+    s.clock.set(at);
+    tracing::warn!(now = %at.to_rfc3339(), "test clock moved");
+    Ok(axum::Json(json!({"now": s.clock.now().to_rfc3339()})).into_response())
+}
+
+async fn list_dead_letters(_: Caller<Admins>, State(s): St) -> ApiResult {
     let list = s.dead_letters.list()?;
     Ok(axum::Json(json!({"dead_letters": list})).into_response())
 }
 
-async fn get_dead_letter(State(s): St, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
-    authorize(&s, &headers, ADMIN)?;
+async fn get_dead_letter(_: Caller<Admins>, State(s): St, Path(id): Path<String>) -> ApiResult {
     Ok(axum::Json(s.dead_letters.get(&id)?).into_response())
 }
 
 /// Re-parses a dead letter's rejected parts with this version and lands what is now
 /// understood; the dead letter is removed once nothing is left.
-async fn replay_dead_letter(State(s): St, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
-    authorize(&s, &headers, ADMIN)?;
+async fn replay_dead_letter(
+    _: Caller<Admins>,
+    State(s): St,
+    Path(id): Path<String>,
+) -> ApiResult {
     let mut letter = s.dead_letters.get(&id)?;
     let paths: Vec<String> = letter.rejects.iter().map(|r| r.path.clone()).collect();
     let body = letter.body.as_bytes();

@@ -69,6 +69,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name in config and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Analyst => "analyst",
+            Role::Marketer => "marketer",
+            Role::Admin => "admin",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "ingest" => Some(Role::Ingest),

@@ -2,8 +2,8 @@
 //! `POST /v1/sql` (streamed in the format `Accept` asks for).
 
 use crate::error::ApiError;
-use crate::options::Role;
-use crate::{ApiResult, St, authorize, body};
+use crate::auth::{Analysts, Caller, Readers};
+use crate::{ApiResult, St, body};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
@@ -15,16 +15,13 @@ use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
 
-const READERS: &[Role] = &[Role::Analyst, Role::Marketer, Role::Admin];
-const ANALYSTS: &[Role] = &[Role::Analyst, Role::Admin];
 
 /// `GET /v1/metrics?metrics=&from=&to=&group_by=`.
 pub(crate) async fn metrics(
+    _: Caller<Readers>,
     State(s): St,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    authorize(&s, &headers, READERS)?;
     let get = |k: &str| q.get(k).map(String::as_str);
     let req = MetricsRequest::parse(get("metrics"), get("from"), get("to"), get("group_by"))?;
     let rows = s.engine.metrics(&req).await?;
@@ -32,8 +29,7 @@ pub(crate) async fn metrics(
 }
 
 /// `GET /v1/metrics/catalog`.
-pub(crate) async fn catalog(State(s): St, headers: HeaderMap) -> ApiResult {
-    authorize(&s, &headers, READERS)?;
+pub(crate) async fn catalog(_: Caller<Readers>, State(s): St) -> ApiResult {
     let cat = s.engine.catalog();
     let mut dimensions: Vec<serde_json::Value> = TIME_BUCKETS
         .iter()
@@ -61,11 +57,11 @@ struct SqlRequest {
 
 /// `POST /v1/sql` `{"sql": "..."}`.
 pub(crate) async fn sql(
+    _: Caller<Analysts>,
     State(s): St,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers, ANALYSTS)?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept).ok_or_else(|| {
         let valid: Vec<&str> = Format::ALL.iter().map(|(_, m)| *m).collect();

@@ -3,13 +3,13 @@
 //! consent ledger's current opt-outs (which may not have reached Parquet yet), and
 //! kept in memory for the sender; a background task recomputes it on a schedule.
 
+use crate::auth::{Caller, Marketers, Readers};
 use crate::error::ApiError;
-use crate::options::Role;
-use crate::{ApiResult, AppState, St, authorize, body};
+use crate::{ApiResult, AppState, St, body};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use chatlake_model::Ts;
 use chatlake_sql::suppressions::Suppression;
@@ -17,9 +17,6 @@ use serde::Deserialize;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-
-const READERS: &[Role] = &[Role::Analyst, Role::Marketer, Role::Admin];
-const REFRESHERS: &[Role] = &[Role::Marketer, Role::Admin];
 
 /// The list in effect.
 #[derive(Debug, Default)]
@@ -55,11 +52,18 @@ impl SuppressionList {
     }
 }
 
-/// Recomputes the list as of `now` and puts it in effect.
-pub async fn refresh(s: &AppState, now: Ts) -> ApiResult<Arc<SuppressionList>> {
+impl chatlake_send::sender::Suppressed for SuppressionList {
+    fn reasons(&self, phone_hash: &str, now: Ts) -> Vec<&str> {
+        SuppressionList::reasons(self, phone_hash, now)
+    }
+}
+
+/// Recomputes the list as of the server's clock and puts it in effect.
+pub async fn refresh(s: &AppState) -> ApiResult<Arc<SuppressionList>> {
+    let now = s.clock.now();
     let holdouts: Vec<(String, Option<Ts>)> = s
-        .store
-        .experiments()?
+        .experiments
+        .all()?
         .into_iter()
         .filter(|e| e.persistent && e.is_running(now))
         .map(|e| (e.id, e.ends_at))
@@ -74,7 +78,7 @@ pub async fn refresh(s: &AppState, now: Ts) -> ApiResult<Arc<SuppressionList>> {
         .filter(|r| r.reason == "opted_out")
         .map(|r| r.phone_hash.clone())
         .collect();
-    for (phone_hash, since) in s.store.marketing_opt_outs()? {
+    for (phone_hash, since) in s.ledger.marketing_opt_outs()? {
         if since <= now && !in_lake.contains(&phone_hash) {
             rows.push(Suppression {
                 phone_hash,
@@ -96,14 +100,7 @@ pub async fn refresh(s: &AppState, now: Ts) -> ApiResult<Arc<SuppressionList>> {
     });
     *s.suppressions.write().unwrap_or_else(|p| p.into_inner()) = list.clone();
     // This process's own recent sends only matter inside the cap window.
-    let window = s.suppression_options.frequency_window_s as i64 * 1_000_000;
-    s.recent_sends
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|_, sent| {
-            sent.retain(|t| now.0 - t.0 < window);
-            !sent.is_empty()
-        });
+    s.sender.prune_recent();
     tracing::info!(rows = list.rows.len(), "suppression list refreshed");
     Ok(list)
 }
@@ -118,7 +115,7 @@ pub async fn current(s: &AppState) -> ApiResult<Arc<SuppressionList>> {
     if list.as_of.is_some() {
         return Ok(list);
     }
-    refresh(s, Ts::now()).await
+    refresh(s).await
 }
 
 /// Recomputes the list every `refresh_interval_s` (0: never).
@@ -132,7 +129,7 @@ pub fn start_refresher(s: Arc<AppState>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = refresh(&s, Ts::now()).await {
+            if let Err(e) = refresh(&s).await {
                 tracing::warn!(error = %e.message, "scheduled suppression refresh failed; the previous list stays in effect");
             }
         }
@@ -141,11 +138,10 @@ pub fn start_refresher(s: Arc<AppState>) {
 
 /// `GET /v1/suppressions?format=json|csv`.
 pub(crate) async fn get(
+    _: Caller<Readers>,
     State(s): St,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    authorize(&s, &headers, READERS)?;
     let format = q.get("format").map(String::as_str).unwrap_or("json");
     if format != "json" && format != "csv" {
         return Err(ApiError::new(
@@ -179,43 +175,28 @@ pub(crate) async fn get(
     Ok(axum::Json(json!({"rows": rows, "as_of": list.as_of.map(Ts::to_rfc3339)})).into_response())
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RefreshRequest {
-    /// Compute the list as of this time (RFC 3339; default now): for tests and
-    /// back-fills.
-    now: Option<String>,
-}
-
-/// `POST /v1/suppressions/refresh`: recompute now; 200 with the count per reason once
-/// it is in effect for the sender.
+/// `POST /v1/suppressions/refresh`: recompute now (by the server's clock: the body may
+/// be empty or `{}`, and has no field that sets the time); 200 with the count per
+/// reason once it is in effect for the sender.
 pub(crate) async fn post_refresh(
+    _: Caller<Marketers>,
     State(s): St,
-    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    authorize(&s, &headers, REFRESHERS)?;
     let raw = body(&s, b)?;
-    let req: RefreshRequest = if raw.iter().all(u8::is_ascii_whitespace) {
-        RefreshRequest::default()
-    } else {
-        crate::json_body(&raw, "the refresh request is invalid")?
-    };
-    let now = match req.now {
-        Some(t) => Ts::parse_rfc3339(&t).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("`now` is not an RFC 3339 timestamp: `{t}`"),
-            )
-        })?,
-        None => Ts::now(),
-    };
-    let list = refresh(&s, now).await?;
+    if !raw.iter().all(u8::is_ascii_whitespace) {
+        let _: RefreshRequest = crate::json_body(&raw, "the refresh request takes no fields")?;
+    }
+    let list = refresh(&s).await?;
     Ok(axum::Json(json!({
         "counts": list.counts(),
         "total": list.rows.len(),
-        "as_of": now.to_rfc3339(),
+        "as_of": list.as_of.map(Ts::to_rfc3339),
     }))
     .into_response())
 }
+
+/// The refresh request's body: no fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {}

@@ -21,4 +21,4 @@ pub use error::{Error, ErrorKind};
 pub use intent::{Intent, IntentClassifier, IntentOptions};
 pub use phone::{PhoneError, PhoneHasher, normalize_e164};
 pub use tables::{Event, Table};
-pub use time::Ts;
+pub use time::{Clock, Ts};

@@ -107,3 +107,73 @@ mod tests {
         assert_eq!(Ts::from_secs_f64(f64::NAN), None);
     }
 }
+
+/// The clock the sender, the consent ledger and the suppression list decide by.
+///
+/// In production it is the system clock and nothing a request carries can move it. A
+/// test (and only a test: the server refuses the setting unless the test clock is
+/// explicitly allowed) may run it from another instant: the clock then advances with
+/// real time from there, and can be moved again.
+#[derive(Debug, Default)]
+pub struct Clock {
+    /// Microseconds added to the system time; `None` for the system clock.
+    offset_us: Option<std::sync::atomic::AtomicI64>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock { offset_us: None }
+    }
+
+    /// A settable test clock that reads `at` now and advances from there.
+    pub fn test_from(at: Ts) -> Clock {
+        Clock {
+            offset_us: Some(std::sync::atomic::AtomicI64::new(at.0 - Ts::now().0)),
+        }
+    }
+
+    /// Whether this is a test clock (settable).
+    pub fn is_test(&self) -> bool {
+        self.offset_us.is_some()
+    }
+
+    /// The current time by this clock.
+    pub fn now(&self) -> Ts {
+        match &self.offset_us {
+            None => Ts::now(),
+            Some(o) => Ts(Ts::now().0 + o.load(std::sync::atomic::Ordering::Relaxed)),
+        }
+    }
+
+    /// Moves a test clock so that it reads `at` now; `false` for the system clock,
+    /// which cannot be moved.
+    pub fn set(&self, at: Ts) -> bool {
+        match &self.offset_us {
+            None => false,
+            Some(o) => {
+                o.store(at.0 - Ts::now().0, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_test_clock_moves() {
+        let real = Clock::system();
+        assert!(!real.set(Ts(0)));
+        assert!((real.now().0 - Ts::now().0).abs() < 60_000_000);
+        let at = Ts::parse_rfc3339("2026-04-10T12:00:00Z").expect("ts");
+        let t = Clock::test_from(at);
+        assert!(t.is_test());
+        assert!((t.now().0 - at.0).abs() < 60_000_000);
+        let later = Ts(at.0 + 86_400_000_000);
+        assert!(t.set(later));
+        assert!(t.now() >= later && t.now().0 - later.0 < 60_000_000);
+    }
+}

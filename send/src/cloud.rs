@@ -4,6 +4,13 @@
 //! a minimum interval per recipient (the pair limit), and retries with exponential
 //! backoff and jitter for retryable errors only: 130429, 131056, 131000, 131016,
 //! 133004, HTTP 5xx and network errors (API.md). Every other error is permanent.
+//!
+//! The Cloud API has no idempotency key, so "network error" means only a failure
+//! *before* the request was sent (connect, TLS): nothing reached Meta, a retry is safe.
+//! A failure after the body may have reached the API — a timeout once connected, a
+//! connection dropped before the answer, an answer that cannot be read — is
+//! [`SendOutcome::Unknown`] and never retried: the message may exist. The sender puts
+//! the intent's id in `biz_opaque_callback_data`, so a later status webhook settles it.
 
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -28,6 +35,10 @@ pub struct CloudConfig {
     pub max_retries: u32,
     /// First backoff; doubles each retry, plus up to 50 % jitter.
     pub backoff_base: Duration,
+    /// Longest wait for one call's answer once connected.
+    pub request_timeout: Duration,
+    /// Longest wait to connect.
+    pub connect_timeout: Duration,
 }
 
 /// How one message ended.
@@ -41,6 +52,9 @@ pub enum SendOutcome {
         message: String,
         attempts: u32,
     },
+    /// The request may have reached the Cloud API but no answer came back: not
+    /// retried, not known to be sent.
+    Unknown { message: String, attempts: u32 },
 }
 
 /// What is sent.
@@ -104,7 +118,8 @@ fn jitter(d: Duration) -> Duration {
 impl CloudClient {
     pub fn new(cfg: CloudConfig) -> CloudClient {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.connect_timeout)
             .build()
             .unwrap_or_default();
         CloudClient {
@@ -182,10 +197,27 @@ impl CloudClient {
                 .send()
                 .await
             {
-                Err(e) => (true, None, format!("network error: {e}")),
+                // Nothing was sent: safe to retry.
+                Err(e) if e.is_connect() => (true, None, format!("network error: {e}")),
+                // The body may have reached the API.
+                Err(e) => {
+                    return SendOutcome::Unknown {
+                        message: format!("no answer from the Cloud API: {e}"),
+                        attempts: attempt,
+                    };
+                }
                 Ok(resp) => {
                     let status = resp.status();
-                    let v: Value = resp.json().await.unwrap_or(Value::Null);
+                    let v: Value = match resp.bytes().await {
+                        Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
+                        Err(e) if status.is_success() => {
+                            return SendOutcome::Unknown {
+                                message: format!("the Cloud API's answer was cut off: {e}"),
+                                attempts: attempt,
+                            };
+                        }
+                        Err(_) => Value::Null,
+                    };
                     if status.is_success() {
                         if let Some(id) = v["messages"][0]["id"].as_str() {
                             return SendOutcome::Sent {

@@ -40,6 +40,24 @@ pub enum Error {
     /// No experiment has this id.
     #[error("no experiment has id `{id}`")]
     UnknownExperiment { id: String },
+    /// A send request with a bad or missing field; nothing was recorded.
+    #[error("{message}")]
+    InvalidSend { field: String, message: String },
+    /// No send request has this id.
+    #[error("no send request has id `{id}`")]
+    UnknownSend { id: String },
+    /// The Cloud API token or sending number is not configured.
+    #[error(
+        "the Cloud API token and sending number are not configured (CHATLAKE_WHATSAPP_TOKEN, CHATLAKE_WHATSAPP_PHONE_NUMBER_ID)"
+    )]
+    NotConfigured,
+    /// Recording events (skips, assignments, sends) durably failed.
+    #[error("recording send events: {message}")]
+    Record {
+        kind: ErrorKind,
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl Error {
@@ -50,7 +68,10 @@ impl Error {
             Error::Corrupt { .. } => ErrorKind::Internal,
             Error::DuplicateExperiment { .. } => ErrorKind::Conflict,
             Error::InvalidConsent { .. } => ErrorKind::InvalidInput,
-            Error::UnknownExperiment { .. } => ErrorKind::NotFound,
+            Error::UnknownExperiment { .. } | Error::UnknownSend { .. } => ErrorKind::NotFound,
+            Error::InvalidSend { .. } => ErrorKind::InvalidInput,
+            Error::NotConfigured => ErrorKind::Unavailable,
+            Error::Record { kind, .. } => *kind,
         }
     }
 
@@ -62,6 +83,10 @@ impl Error {
             Error::DuplicateExperiment { .. } => "duplicate_experiment",
             Error::InvalidConsent { .. } => "invalid_consent",
             Error::UnknownExperiment { .. } => "unknown_experiment",
+            Error::InvalidSend { .. } => "invalid_send",
+            Error::UnknownSend { .. } => "unknown_send",
+            Error::NotConfigured => "sender_not_configured",
+            Error::Record { code, .. } => code,
         }
     }
 }

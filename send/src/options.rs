@@ -34,6 +34,11 @@ pub struct SendOptions {
     pub max_retries: u32,
     /// First retry backoff; doubles each retry, plus up to 50 % jitter.
     pub retry_base_ms: u64,
+    /// Longest wait for a Cloud API answer once connected; past it the call's outcome
+    /// is `unknown` (it may have been sent) and it is not retried.
+    pub request_timeout_ms: u64,
+    /// Longest wait to connect to the Cloud API (a connect failure is retried).
+    pub connect_timeout_ms: u64,
     /// Quiet hours in the recipient's local time, `HH:MM` (start inclusive, end
     /// exclusive; a start after the end spans midnight).
     pub quiet_hours_start: String,
@@ -59,6 +64,8 @@ impl Default for SendOptions {
             concurrency: 16,
             max_retries: 5,
             retry_base_ms: 500,
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 10_000,
             quiet_hours_start: "21:00".to_owned(),
             quiet_hours_end: "09:00".to_owned(),
             default_time_zone: "UTC".to_owned(),
@@ -84,6 +91,8 @@ impl fmt::Debug for SendOptions {
             .field("concurrency", &self.concurrency)
             .field("max_retries", &self.max_retries)
             .field("retry_base_ms", &self.retry_base_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("quiet_hours_start", &self.quiet_hours_start)
             .field("quiet_hours_end", &self.quiet_hours_end)
             .field("default_time_zone", &self.default_time_zone)
@@ -108,13 +117,16 @@ impl SendOptions {
             pair_interval: std::time::Duration::from_millis(self.pair_interval_ms),
             max_retries: self.max_retries,
             backoff_base: std::time::Duration::from_millis(self.retry_base_ms),
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms.max(1)),
+            connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms.max(1)),
         })
     }
 }
 
 impl SendOptions {
-    /// The send policy these settings give, or a message naming the bad setting.
-    pub fn policy(&self) -> Result<crate::policy::Policy, String> {
+    /// The send policy these settings give, with the frequency cap (`count` sends in
+    /// `window_s`, the `[suppressions]` setting), or a message naming the bad setting.
+    pub fn policy(&self, cap: u64, window_s: u64) -> Result<crate::policy::Policy, String> {
         let time = |field: &str, v: &str| {
             chrono::NaiveTime::parse_from_str(v, "%H:%M")
                 .map_err(|_| format!("[sender] {field}: `{v}` is not HH:MM"))
@@ -132,6 +144,8 @@ impl SendOptions {
             quiet_end: time("quiet_hours_end", &self.quiet_hours_end)?,
             default_zone: zone("default_time_zone", &self.default_time_zone)?,
             zone_overrides: overrides,
+            frequency_cap: cap,
+            frequency_window_s: window_s,
             ..crate::policy::Policy::default()
         })
     }

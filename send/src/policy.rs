@@ -16,6 +16,7 @@
 
 use crate::ledger::State;
 use chatlake_model::Ts;
+use chatlake_model::experiment::{Experiment, HOLDOUT_ARM};
 use chrono::{NaiveTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 
@@ -49,8 +50,8 @@ pub struct Facts<'a> {
     pub suppressions: &'a [&'a str],
     /// Assigned to a holdout arm (of the named experiment or a persistent one).
     pub holdout: bool,
-    /// Marketing sends to the recipient in the trailing cap window (the lake's count
-    /// is in `suppressions` as `frequency_cap`; this adds what this process sent since).
+    /// Marketing sends this process made to the recipient in the trailing cap window
+    /// (the lake's count is in `suppressions` as `frequency_cap`).
     pub recent_marketing_sends: u64,
     /// The recipient's time zone.
     pub zone: Tz,
@@ -64,7 +65,11 @@ pub struct Facts<'a> {
 pub struct Policy {
     pub quiet_start: NaiveTime,
     pub quiet_end: NaiveTime,
+    /// The frequency cap: at most this many marketing sends per recipient…
     pub frequency_cap: u64,
+    /// …in this trailing window. One setting (`[suppressions] frequency_cap` and
+    /// `frequency_window_s`) for the suppression list and the sender's own count.
+    pub frequency_window_s: u64,
     pub service_window_s: i64,
     /// Zone of a number whose calling code has none.
     pub default_zone: Tz,
@@ -78,6 +83,7 @@ impl Default for Policy {
             quiet_start: NaiveTime::from_hms_opt(21, 0, 0).unwrap_or_default(),
             quiet_end: NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default(),
             frequency_cap: 4,
+            frequency_window_s: 7 * 86_400,
             service_window_s: 86_400,
             default_zone: chrono_tz::UTC,
             zone_overrides: Vec::new(),
@@ -94,7 +100,59 @@ const MARKETING_SUPPRESSIONS: &[&str] = &[
     "recent_purchaser",
 ];
 
+/// The outcome of [`Policy::plan`] for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub decision: Decision,
+    /// The experiments the recipient was assigned in, with the arm: `(experiment id,
+    /// arm)`, to record in `assignments`. Empty when consent or suppression stopped them.
+    pub assignments: Vec<(String, String)>,
+    /// Their arm in the experiment the request names, if any.
+    pub arm: Option<String>,
+}
+
 impl Policy {
+    /// The whole decision for one recipient, facts in, [`Planned`] out: consent and
+    /// suppression first; a recipient who passes is assigned in the experiment the
+    /// request names and in every running persistent one (marketing sends only; the
+    /// caller passes them), and a holdout arm stops them; then the cap, quiet hours and
+    /// the service window ([`Policy::decide`]).
+    pub fn plan(
+        &self,
+        facts: &Facts,
+        phone_hash: &str,
+        named: Option<&Experiment>,
+        persistent: &[Experiment],
+    ) -> Planned {
+        if let Some(reason) = self.eligibility(facts) {
+            return Planned {
+                decision: Decision::Skip(reason),
+                assignments: Vec::new(),
+                arm: None,
+            };
+        }
+        let mut f = facts.clone();
+        let mut assignments = Vec::new();
+        let mut arm = None;
+        for e in named.into_iter().chain(persistent.iter().filter(|p| {
+            named.is_none_or(|n| n.id != p.id)
+        })) {
+            let a = e.assign(phone_hash).to_owned();
+            if a == HOLDOUT_ARM {
+                f.holdout = true;
+            }
+            if named.is_some_and(|n| n.id == e.id) {
+                arm = Some(a.clone());
+            }
+            assignments.push((e.id.clone(), a));
+        }
+        Planned {
+            decision: self.decide(&f),
+            assignments,
+            arm,
+        }
+    }
+
     /// The recipient's zone: an override of their calling code, else the built-in
     /// table, else the default.
     pub fn zone(&self, e164: &str) -> Tz {
@@ -341,6 +399,61 @@ mod tests {
         );
     }
 
+    fn experiment(id: &str, persistent: bool, second_arm: &str) -> Experiment {
+        let spec: chatlake_model::experiment::ExperimentSpec =
+            serde_json::from_value(serde_json::json!({
+                "id": id, "salt": id, "persistent": persistent,
+                "arms": [{"name": "control", "weight": 50}, {"name": second_arm, "weight": 50}]
+            }))
+            .expect("spec");
+        spec.validate(Ts(0)).expect("valid")
+    }
+
+    #[test]
+    fn plan_assigns_only_the_eligible_and_a_holdout_arm_stops_them() {
+        let p = Policy::default();
+        let named = experiment("named", false, "variant");
+        let global = experiment("global", true, "holdout");
+        let (held, free) = {
+            let hashes: Vec<String> = (0..100).map(|i| format!("h{i}")).collect();
+            let held = hashes.iter().find(|h| global.assign(h) == "holdout").cloned();
+            let free = hashes.iter().find(|h| global.assign(h) == "control").cloned();
+            (held.expect("one held"), free.expect("one free"))
+        };
+        // Suppressed: no assignment at all.
+        let f = facts(NOON, "marketing", &["blocked"]);
+        let out = p.plan(&f, &held, Some(&named), std::slice::from_ref(&global));
+        assert_eq!(out.decision, Decision::Skip("blocked"));
+        assert!(out.assignments.is_empty());
+        // Eligible: assigned in both; the persistent holdout holds them back.
+        let f = facts(NOON, "marketing", &[]);
+        let out = p.plan(&f, &held, Some(&named), std::slice::from_ref(&global));
+        assert_eq!(out.decision, Decision::Skip("holdout"));
+        assert_eq!(
+            out.assignments,
+            vec![
+                ("named".to_owned(), named.assign(&held).to_owned()),
+                ("global".to_owned(), "holdout".to_owned())
+            ]
+        );
+        assert_eq!(out.arm.as_deref(), Some(named.assign(&held)));
+        let out = p.plan(&f, &free, Some(&named), std::slice::from_ref(&global));
+        assert_eq!(out.decision, Decision::Send);
+        // Named twice (named and persistent): assigned once.
+        let out = p.plan(&f, &free, Some(&global), std::slice::from_ref(&global));
+        assert_eq!(out.assignments.len(), 1);
+        // The cap comes from the one setting.
+        let capped = Policy {
+            frequency_cap: 2,
+            ..Policy::default()
+        };
+        let mut f = facts(NOON, "marketing", &[]);
+        f.recent_marketing_sends = 2;
+        assert_eq!(capped.plan(&f, "h2", None, &[]).decision, Decision::Skip("frequency_cap"));
+        f.recent_marketing_sends = 1;
+        assert_eq!(capped.plan(&f, "h2", None, &[]).decision, Decision::Send);
+    }
+
     #[test]
     fn quiet_hours_in_the_recipients_zone() {
         let p = Policy::default();
@@ -413,7 +526,7 @@ mod tests {
             default_time_zone: "Asia/Tokyo".to_owned(),
             ..crate::SendOptions::default()
         }
-        .policy()
+        .policy(4, 604_800)
         .expect("valid");
         assert_eq!(p.zone("+16505551234"), chrono_tz::America::Los_Angeles);
         assert_eq!(p.zone("+999123"), chrono_tz::Asia::Tokyo);
@@ -422,6 +535,6 @@ mod tests {
             quiet_hours_start: "9pm".to_owned(),
             ..crate::SendOptions::default()
         };
-        assert!(bad.policy().expect_err("bad").contains("quiet_hours_start"));
+        assert!(bad.policy(4, 604_800).expect_err("bad").contains("quiet_hours_start"));
     }
 }

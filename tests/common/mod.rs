@@ -1,6 +1,8 @@
 //! Starting the real `chatlake` binary on 127.0.0.1:0 and reading its lake back.
 #![allow(dead_code)]
 
+pub mod sender;
+
 use arrow::array::{Array, AsArray, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::io::{BufRead, BufReader};
