@@ -904,7 +904,7 @@ fn an_arm_without_units() {
     );
     let want: Value = serde_json::from_slice(&out.stdout).expect("json");
 
-    for cuped in [false, true] {
+    for cuped in [true, false] {
         let q = if cuped { "?cuped=true" } else { "" };
         let (st, res) = get_json(&s, &format!("{path}{q}"), ANALYST);
         assert_eq!(st, 200, "{q}: {res}");
