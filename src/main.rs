@@ -153,6 +153,9 @@ pub async fn build_app(
     bound: std::net::SocketAddr,
 ) -> Result<(Arc<Ingestor>, axum::Router)> {
     let c = &rt.config;
+    // First, so that a `[sql]` setting DataFusion refuses stops the start before
+    // anything else is opened or logged.
+    let engine = Arc::new(open_engine(rt).await?);
     let ingestor = Ingestor::open(
         rt.lake.clone(),
         &c.data_dir.join("wal"),
@@ -182,11 +185,15 @@ pub async fn build_app(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{bound}"));
-    let clock = Arc::new(c.testing.clock()?);
+    // Checked with the rest of the configuration at load.
+    let clock = Arc::new(
+        c.testing
+            .clock()
+            .map_err(|e| config::ConfigError::new(format!("testing.clock: {e}")))?,
+    );
     if clock.is_test() {
         tracing::warn!(now = %clock.now().to_rfc3339(), "running with a TEST CLOCK ([testing] allow_test_clock): never in production");
     }
-    let engine = Arc::new(open_engine(rt).await?);
     let stores = chatlake_send::Stores::open(&c.data_dir)?;
     let state = AppState::new(chatlake_api::Parts {
         ingestor: ingestor.clone(),
@@ -218,7 +225,14 @@ pub async fn open_engine(rt: &Runtime) -> Result<chatlake_sql::Engine> {
         Lake::Local { root } => chatlake_sql::LakeLocation::local(root)?,
         Lake::Remote { url, .. } => chatlake_sql::LakeLocation::from_url(url)?,
     };
-    Ok(chatlake_sql::Engine::open(&location, rt.config.sql.clone()).await?)
+    match chatlake_sql::Engine::open(&location, rt.config.sql.clone()).await {
+        Ok(engine) => Ok(engine),
+        // A `[sql]` setting DataFusion refuses (a `time_zone` it cannot convert to).
+        Err(e @ chatlake_sql::Error::InvalidOption { .. }) => {
+            Err(config::ConfigError::new(e.to_string()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn sql(config: Config, query: &str, format: &str, output: Option<PathBuf>) -> Result<()> {
@@ -335,7 +349,28 @@ async fn compact(
     Ok(())
 }
 
-fn main() -> Result<()> {
+/// Runs the command; an error is printed on one line, without a backtrace: a
+/// configuration error ([`config::ConfigError`]) with exit status 2, any other with 1.
+/// Backtraces are for bugs, which panic (and print theirs under `RUST_BACKTRACE`).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(c) = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<config::ConfigError>())
+            {
+                eprintln!("chatlake: invalid configuration: {c}");
+                std::process::ExitCode::from(2)
+            } else {
+                eprintln!("chatlake: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let mut config = config::load(cli.config.as_deref(), std::env::vars())?;
     if let Command::Serve { bind: Some(b) } = &cli.command {

@@ -788,3 +788,248 @@ fn experiment_snapshots_are_refreshed_in_the_background() {
     assert!(computed < asked, "{computed} vs {asked}");
     assert!(snapshots(&s, "exp-unread").is_empty());
 }
+
+/// One assigned unit of [`an_arm_without_units`]: its arm and, per metric, (y, x): the
+/// outcome in the window and the same outcome in the 28 days before assignment.
+struct Unit {
+    arm: String,
+    converted: (f64, f64),
+    revenue: (f64, f64),
+}
+
+fn close(got: f64, want: f64, tol: f64) -> bool {
+    (got - want).abs() <= tol * want.abs().max(1e-12)
+}
+
+/// A new experiment: one of its three arms has no units yet. Its results answer 200,
+/// plain and with CUPED: that arm is listed with n = 0 and its reason, the comparisons
+/// with it are undefined and say it has no units, and the other arms' figures match
+/// numpy / scipy on the units this test posted (`tests/python/cuped_units.py`; with
+/// CUPED, θ is pooled over the arms that have units).
+#[test]
+fn an_arm_without_units() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Server::start(
+        dir.path(),
+        &[("CHATLAKE_SQL__EXPERIMENT_REFRESH_INTERVAL_S", "0")],
+    );
+    let exp = define(
+        &s,
+        json!({"id": "exp-new", "salt": "s-new", "arms": [{"name": "control", "weight": 1}, {"name": "b", "weight": 1}, {"name": "c", "weight": 1}],
+               "window_days": 7, "control": "control", "currency": "EUR"}),
+    );
+    let path = "/v1/experiments/exp-new/results";
+    let mut r = Rng(0x5eed_0f_a11);
+    let (mut ev, mut units, mut seq) = (Events::default(), Vec::new(), 0u64);
+    for i in 0..1500i64 {
+        let phone = format!("+4917{i:07}");
+        let arm = exp.assign(&hash(&phone)).to_owned();
+        // Arm c was added a moment ago: none of its units is assigned yet.
+        if arm == "c" {
+            continue;
+        }
+        let t0 = BASE + i * 7;
+        ev.assignments
+            .push(json!({"experiment_id": exp.id, "phone": phone, "arm": arm, "ts": ts(t0)}));
+        let propensity = (20.0 + 200.0 * r.next() * r.next()).round();
+        let mut order = |at: i64, total: f64| {
+            seq += 1;
+            ev.orders.push(
+                json!({"order_id": format!("n{seq}"), "ts": ts(at), "phone": phone,
+                "total": total, "currency": "EUR"}),
+            );
+        };
+        let bought_before = r.chance(0.4);
+        if bought_before {
+            order(t0 - 10 * DAY, propensity);
+        }
+        let p = 0.08 + if bought_before { 0.3 } else { 0.0 } + if arm == "b" { 0.05 } else { 0.0 };
+        let converts = r.chance(p);
+        let spent = (propensity * (0.5 + r.next())).round();
+        if converts {
+            order(t0 + 2 * DAY, spent);
+        }
+        let flag = |b: bool| f64::from(u8::from(b));
+        units.push(Unit {
+            arm,
+            converted: (flag(converts), flag(bought_before)),
+            revenue: (
+                if converts { spent } else { 0.0 },
+                if bought_before { propensity } else { 0.0 },
+            ),
+        });
+    }
+    ev.post_and_flush(&s);
+    let n = |arm: &str| units.iter().filter(|u| u.arm == arm).count();
+    assert!(
+        n("control") > 300 && n("b") > 300,
+        "{} / {}",
+        n("control"),
+        n("b")
+    );
+
+    // The reference figures, from the units as posted.
+    let mut input = serde_json::Map::new();
+    for (metric, kind) in [("converted", "proportion"), ("revenue", "continuous")] {
+        let arms: Vec<Value> = ["control", "b"]
+            .iter()
+            .map(|arm| {
+                let (y, x): (Vec<f64>, Vec<f64>) = units
+                    .iter()
+                    .filter(|u| u.arm == *arm)
+                    .map(|u| {
+                        if metric == "converted" {
+                            u.converted
+                        } else {
+                            u.revenue
+                        }
+                    })
+                    .unzip();
+                json!({"name": arm, "y": y, "x": x})
+            })
+            .collect();
+        input.insert(metric.to_owned(), json!({"kind": kind, "arms": arms}));
+    }
+    let input_path = dir.path().join("units.json");
+    std::fs::write(&input_path, Value::Object(input).to_string()).expect("write units");
+    let out = std::process::Command::new(python())
+        .arg(manifest_dir().join("tests/python/cuped_units.py"))
+        .arg(&input_path)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "cuped_units.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Value = serde_json::from_slice(&out.stdout).expect("json");
+
+    for cuped in [true, false] {
+        let q = if cuped { "?cuped=true" } else { "" };
+        let (st, res) = get_json(&s, &format!("{path}{q}"), ANALYST);
+        assert_eq!(st, 200, "{q}: {res}");
+        let arm = |name: &str| {
+            res["arms"]
+                .as_array()
+                .expect("arms")
+                .iter()
+                .find(|a| a["name"] == name)
+                .unwrap_or_else(|| panic!("no arm {name}: {res}"))
+                .clone()
+        };
+        assert_eq!(f(&arm("control")["n"]), n("control") as f64);
+        assert_eq!(f(&arm("b")["n"]), n("b") as f64);
+        let c = arm("c");
+        assert_eq!(c["n"], 0, "{c}");
+        assert!(
+            c["undefined_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no units")),
+            "{q}: {c}"
+        );
+        assert!(arm("b")["undefined_reason"].is_null());
+        for metric in ["clicked", "converted", "delivered", "revenue"] {
+            let e = comparison(&res, "c", metric);
+            for k in [
+                "abs_diff",
+                "ci_abs",
+                "p_value",
+                "p_value_adjusted",
+                "significant",
+                "t",
+            ] {
+                assert!(e[k].is_null(), "{q}: {k} should be null: {e}");
+            }
+            assert!(
+                e["undefined_reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("c has no units")),
+                "{q}: {e}"
+            );
+        }
+        for metric in ["converted", "revenue"] {
+            let w = &want[metric];
+            let b = comparison(&res, "b", metric);
+            if cuped {
+                let d = &res["cuped_details"][metric];
+                let e = &w["cuped"];
+                assert!(
+                    close(f(&d["theta"]), f(&e["theta"]), 1e-9),
+                    "{metric} θ: {d} vs {e}"
+                );
+                assert!(
+                    close(
+                        f(&d["variance_reduction"]),
+                        f(&e["variance_reduction"]),
+                        1e-9
+                    ),
+                    "{metric}: {d} vs {e}"
+                );
+                assert!(f(&d["variance_reduction"]) > 0.01, "{d}");
+                for (i, name) in ["control", "b"].iter().enumerate() {
+                    let (got, exp) = (&arm(name)["metrics"][metric], &e["arms"][i]);
+                    assert_eq!(exp["name"], *name);
+                    assert!(
+                        close(f(&got["mean"]), f(&exp["mean"]), 1e-9),
+                        "{metric} {name}: {got} vs {exp}"
+                    );
+                    assert!(
+                        close(f(&got["variance"]), f(&exp["variance"]), 1e-9),
+                        "{metric} {name}: {got} vs {exp}"
+                    );
+                }
+                let empty = d["arms"]
+                    .as_array()
+                    .expect("cuped arms")
+                    .iter()
+                    .find(|a| a["name"] == "c")
+                    .expect("arm c in cuped_details");
+                assert_eq!(empty["adjusted"]["n"], 0, "{empty}");
+                assert!(empty["undefined_reason"].is_string(), "{empty}");
+                let welch = &e["welch_vs_first"][0];
+                assert!(
+                    close(f(&b["t"]), f(&welch["t"]), 1e-8),
+                    "{metric}: {b} vs {welch}"
+                );
+                assert!(
+                    close(f(&b["p_value"]), f(&welch["p_value"]), 1e-6),
+                    "{metric}: {b} vs {welch}"
+                );
+            } else {
+                assert!(res.get("cuped_details").is_none_or(Value::is_null), "{res}");
+                let plain = &w["plain"][0];
+                assert_eq!(plain["arm"], "b");
+                assert!(
+                    close(f(&b["t"]), f(&plain["t"]), 1e-8),
+                    "{metric}: {b} vs {plain}"
+                );
+                assert!(
+                    close(f(&b["p_value"]), f(&plain["p_value"]), 1e-6),
+                    "{metric}: {b} vs {plain}"
+                );
+                for name in ["control", "b"] {
+                    let (y, count): (f64, usize) =
+                        units
+                            .iter()
+                            .filter(|u| u.arm == name)
+                            .fold((0.0, 0), |(s, k), u| {
+                                let v = if metric == "converted" {
+                                    u.converted.0
+                                } else {
+                                    u.revenue.0
+                                };
+                                (s + v, k + 1)
+                            });
+                    let mean = arm_mean(&res, name, metric);
+                    assert!(
+                        close(mean, y / count as f64, 1e-12),
+                        "{metric} {name}: {mean}"
+                    );
+                }
+            }
+        }
+        // The sample-ratio test sees the empty arm, a third of the weight: flagged.
+        assert_eq!(res["srm"]["observed"]["c"], 0, "{}", res["srm"]);
+        assert_eq!(res["srm"]["flagged"], true, "{}", res["srm"]);
+    }
+}

@@ -34,7 +34,9 @@
 //!   treatment's metric n.
 //! * A comparison is undefined (every figure null) when either arm has n below `min_n`
 //!   (and always below 2, where no variance exists), or when both arms have zero
-//!   variance. A control mean of 0 nulls only `rel_lift` and `ci_rel`.
+//!   variance. A control mean of 0 nulls only `rel_lift` and `ci_rel`. An arm without
+//!   units (n = 0, as every arm of a new experiment) is no error: its mean and variance
+//!   are 0, it carries an `undefined_reason`, and so does every comparison with it.
 //! * Sample ratio mismatch: chi-square goodness of fit of the arms' `n` against
 //!   `total·w_i/W`, df = k−1, p from the chi-square survival function; flagged when
 //!   p < 0.001 ([`SRM_P_THRESHOLD`]).
@@ -50,6 +52,9 @@
 //! * θ = Cov(Y, X) / Var(X), the *total* covariance over the pooled units (not a
 //!   within-arm one); when Var(X) = 0 (≤ 1e-12·ΣX² after centring) θ = 0 and
 //!   `undefined_reason` says so.
+//! * An arm with n = 0 adds nothing to the pool (θ, X̄ and the variance reduction are
+//!   those of the other arms); its adjusted and raw summaries are n = 0, mean and
+//!   variance 0, with an `undefined_reason`. With no unit in any arm, θ = 0.
 //! * Y_adj = Y − θ(X − X̄), X̄ the mean of X over all units. Per arm,
 //!   mean_adj = Ȳ_arm − θ(X̄_arm − X̄) and var_adj = var_y + θ²·var_x − 2θ·cov_xy within
 //!   the arm, from the sums, with population (÷n) moments for a proportion metric and
@@ -153,7 +158,7 @@ pub enum StatsError {
     MdeUnreachable { n: u64, n_needed: u64 },
     #[error("`arms` of a CUPED request must not be empty")]
     NoCupedArms,
-    #[error("CUPED arm `{arm}` has n = 0")]
+    #[error("CUPED arm `{arm}` has n = 0 but non-zero sums")]
     EmptyCupedArm { arm: String },
     #[error("CUPED arm `{arm}`: `{field}` must be a finite number (≥ 0 for a sum of squares)")]
     InvalidCupedSum { arm: String, field: &'static str },
@@ -356,7 +361,13 @@ pub struct ArmOutput {
     pub name: String,
     pub n: u64,
     pub metrics: BTreeMap<String, MetricOutput>,
+    /// Why the arm's figures mean nothing yet ([`NO_UNITS`] when n = 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undefined_reason: Option<String>,
 }
+
+/// The `undefined_reason` of an arm without units.
+pub const NO_UNITS: &str = "the arm has no units yet (n = 0)";
 
 /// Mean and variance of one metric in one arm.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -807,6 +818,7 @@ pub fn analyse(req: &AnalysisRequest) -> Result<AnalysisResult, StatsError> {
         .map(|a| ArmOutput {
             name: a.name.clone(),
             n: a.n,
+            undefined_reason: (a.n == 0).then(|| NO_UNITS.to_owned()),
             metrics: a
                 .metrics
                 .iter()
@@ -875,7 +887,9 @@ fn compare(
         .collect();
     if !small.is_empty() {
         let why = |name: &str, n: u64| {
-            if n < req.min_n {
+            if n == 0 {
+                format!("arm {name} has no units yet (n = 0)")
+            } else if n < req.min_n {
                 format!("arm {name} has n = {n}, below the minimum of {}", req.min_n)
             } else {
                 format!("arm {name} has n = {n}, and a variance needs at least 2 units")
@@ -1168,8 +1182,11 @@ pub struct CupedArmResult {
     pub adjusted: MetricSummary,
     /// Y before adjustment, with the same variance convention.
     pub unadjusted: MetricSummary,
-    /// Mean of X in the arm.
+    /// Mean of X in the arm (0 when it has no units).
     pub mean_x: f64,
+    /// [`NO_UNITS`] when the arm has no units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undefined_reason: Option<String>,
 }
 
 /// The result of [`cuped`] (definitions in the module doc).
@@ -1212,11 +1229,6 @@ pub fn cuped(arms: &[CupedArm], kind: MetricKind) -> Result<CupedResult, StatsEr
                 arm: a.name.clone(),
             });
         }
-        if a.n == 0 {
-            return Err(StatsError::EmptyCupedArm {
-                arm: a.name.clone(),
-            });
-        }
         let fields = [
             ("sum_y", a.sum_y, false),
             ("sum_y2", a.sum_y2, true),
@@ -1232,6 +1244,23 @@ pub fn cuped(arms: &[CupedArm], kind: MetricKind) -> Result<CupedResult, StatsEr
                 });
             }
         }
+        if a.n == 0 && fields.iter().any(|(_, v, _)| *v != 0.0) {
+            return Err(StatsError::EmptyCupedArm {
+                arm: a.name.clone(),
+            });
+        }
+    }
+    if arms.iter().all(|a| a.n == 0) {
+        return Ok(CupedResult {
+            kind,
+            theta: 0.0,
+            variance_reduction: None,
+            mean_x: 0.0,
+            arms: arms.iter().map(|a| empty_cuped_arm(&a.name)).collect(),
+            undefined_reason: Some(
+                "no arm has units yet, so θ = 0 and the variance reduction is undefined".to_owned(),
+            ),
+        });
     }
     let total = |f: fn(&CupedArm) -> f64| arms.iter().map(f).sum::<f64>();
     let n_all = arms.iter().map(|a| a.n as f64).sum::<f64>();
@@ -1269,6 +1298,9 @@ pub fn cuped(arms: &[CupedArm], kind: MetricKind) -> Result<CupedResult, StatsEr
     let out_arms = arms
         .iter()
         .map(|a| {
+            if a.n == 0 {
+                return empty_cuped_arm(&a.name);
+            }
             let n = a.n as f64;
             let d = match kind {
                 MetricKind::Proportion => n,
@@ -1302,6 +1334,7 @@ pub fn cuped(arms: &[CupedArm], kind: MetricKind) -> Result<CupedResult, StatsEr
                     conversions: None,
                 },
                 mean_x: mx,
+                undefined_reason: None,
             }
         })
         .collect();
@@ -1313,4 +1346,21 @@ pub fn cuped(arms: &[CupedArm], kind: MetricKind) -> Result<CupedResult, StatsEr
         arms: out_arms,
         undefined_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
     })
+}
+
+/// The CUPED result of an arm without units.
+fn empty_cuped_arm(name: &str) -> CupedArmResult {
+    let empty = MetricSummary {
+        n: 0,
+        mean: 0.0,
+        variance: 0.0,
+        conversions: None,
+    };
+    CupedArmResult {
+        name: name.to_owned(),
+        adjusted: empty,
+        unadjusted: empty,
+        mean_x: 0.0,
+        undefined_reason: Some(NO_UNITS.to_owned()),
+    }
 }

@@ -808,6 +808,132 @@ fn cuped_without_covariate_variance() {
     assert!(!v.contains("NaN"));
 }
 
+/// An arm without units (every arm of a new experiment) adds nothing to the pool: the
+/// other arms' CUPED figures are those computed without it, and it is reported with
+/// n = 0 and its reason instead of an error.
+#[test]
+fn cuped_with_an_empty_arm() {
+    let arm = |name: &str, n: u64, sums: [f64; 5]| CupedArm {
+        name: name.to_owned(),
+        n,
+        sum_y: sums[0],
+        sum_y2: sums[1],
+        sum_x: sums[2],
+        sum_x2: sums[3],
+        sum_xy: sums[4],
+    };
+    let control = arm("control", 40, [120.0, 500.0, 80.0, 260.0, 310.0]);
+    let b = arm("variant_b", 35, [119.0, 520.0, 66.0, 190.0, 280.0]);
+    let empty = arm("variant_c", 0, [0.0; 5]);
+    for kind in [MetricKind::Continuous, MetricKind::Proportion] {
+        let without = cuped(&[control.clone(), b.clone()], kind).expect("two arms");
+        let with = cuped(&[control.clone(), empty.clone(), b.clone()], kind)
+            .expect("an empty arm is no error");
+        assert!(without.theta != 0.0 && without.variance_reduction.is_some());
+        assert_eq!(with.theta, without.theta);
+        assert_eq!(with.variance_reduction, without.variance_reduction);
+        assert_eq!(with.mean_x, without.mean_x);
+        for name in ["control", "variant_b"] {
+            assert_eq!(with.adjusted(name), without.adjusted(name), "{name}");
+        }
+        let c = &with.arms[1];
+        assert_eq!(c.name, "variant_c");
+        assert_eq!((c.adjusted.n, c.unadjusted.n), (0, 0));
+        assert!(c.adjusted.mean.is_finite() && c.adjusted.variance.is_finite());
+        assert_eq!(c.undefined_reason.as_deref(), Some(NO_UNITS));
+        assert!(with.arms[0].undefined_reason.is_none());
+        let text = serde_json::to_string(&with).expect("serialize");
+        assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
+    }
+    // No units anywhere: θ = 0, nothing to reduce, still no error.
+    let none = cuped(
+        &[empty.clone(), arm("x", 0, [0.0; 5])],
+        MetricKind::Continuous,
+    )
+    .expect("no units yet");
+    assert_eq!(none.theta, 0.0);
+    assert_eq!(none.variance_reduction, None);
+    assert!(none.undefined_reason.is_some());
+    assert!(
+        none.arms
+            .iter()
+            .all(|a| a.adjusted.n == 0 && a.undefined_reason.is_some())
+    );
+}
+
+/// analyse() with an arm without units: the arm is listed with n = 0 and its reason,
+/// every comparison with it is undefined and says the arm has no units, and the
+/// others are tested as without it (Holm over the defined comparisons only).
+#[test]
+fn an_arm_without_units_is_undefined_not_an_error() {
+    for (kind, empty) in [
+        (
+            MetricKind::Proportion,
+            MetricSummary::proportion_from_sums(0, 0.0),
+        ),
+        (
+            MetricKind::Continuous,
+            MetricSummary::continuous_from_sums(0, 0.0, 0.0),
+        ),
+    ] {
+        let control = match kind {
+            MetricKind::Proportion => MetricSummary::proportion(1000, 100),
+            MetricKind::Continuous => MetricSummary::continuous_from_sums(1000, 3000.0, 40000.0),
+        };
+        let treated = match kind {
+            MetricKind::Proportion => MetricSummary::proportion(990, 131),
+            MetricKind::Continuous => MetricSummary::continuous_from_sums(990, 3300.0, 42000.0),
+        };
+        let mut req = request(
+            kind,
+            vec![
+                arm("control", "m", control),
+                arm("variant_b", "m", treated),
+                arm("variant_c", "m", empty),
+            ],
+        );
+        req.expected_weights = Some(BTreeMap::from([
+            ("control".to_owned(), 1.0),
+            ("variant_b".to_owned(), 1.0),
+            ("variant_c".to_owned(), 1.0),
+        ]));
+        let res = analyse(&req).expect("an empty arm is no error");
+        assert_finite(&res);
+        let c = res
+            .arms
+            .iter()
+            .find(|a| a.name == "variant_c")
+            .expect("listed");
+        assert_eq!(c.n, 0);
+        assert_eq!(c.undefined_reason.as_deref(), Some(NO_UNITS));
+        assert!(res.arms[0].undefined_reason.is_none());
+        let row = |arm: &str| {
+            res.comparisons
+                .iter()
+                .find(|r| r.arm == arm)
+                .expect("comparison")
+        };
+        let e = row("variant_c");
+        assert!(e.p_value.is_none() && e.abs_diff.is_none() && e.significant.is_none());
+        assert!(
+            e.undefined_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("variant_c has no units")),
+            "{e:?}"
+        );
+        // The defined comparison: as in a request without the empty arm.
+        let mut alone = req.clone();
+        alone.arms.pop();
+        alone.expected_weights = None;
+        let want = analyse(&alone).expect("two arms");
+        assert_eq!(row("variant_b"), &want.comparisons[0]);
+    }
+    // An empty control: every comparison says so.
+    let req = prop_request((0, 0), (500, 50));
+    let reason = undefined_reason(&req);
+    assert!(reason.contains("control has no units"), "{reason}");
+}
+
 #[test]
 fn welch_basics() {
     let t = MetricSummary {
