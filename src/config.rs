@@ -370,17 +370,20 @@ fn validate(c: &Config, src: &Sources) -> Result<(), ConfigError> {
     chatlake_api::options::parse_keys(&c.server.api_keys).map_err(|e| bad("server.api_keys", e))?;
     c.testing.clock().map_err(|e| bad("testing.clock", e))?;
     c.sender
-        .policy(c.suppressions.frequency_cap, c.suppressions.frequency_window_s)
+        .policy(
+            c.suppressions.frequency_cap,
+            c.suppressions.frequency_window_s,
+        )
         .map_err(|e| {
-        // "[sender] quiet_hours_start: `9pm` is not HH:MM"
-        match e
-            .strip_prefix("[sender] ")
-            .and_then(|rest| rest.split_once(": "))
-        {
-            Some((field, rule)) => bad(&format!("sender.{field}"), rule.to_owned()),
-            None => ConfigError::new(e),
-        }
-    })?;
+            // "[sender] quiet_hours_start: `9pm` is not HH:MM"
+            match e
+                .strip_prefix("[sender] ")
+                .and_then(|rest| rest.split_once(": "))
+            {
+                Some((field, rule)) => bad(&format!("sender.{field}"), rule.to_owned()),
+                None => ConfigError::new(e),
+            }
+        })?;
     Ok(())
 }
 

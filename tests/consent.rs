@@ -45,7 +45,10 @@ fn consent_ledger_end_to_end() {
                 "source": "checkout_checkbox", "policy_version": "2026-01", "ts": "2026-03-01T10:00:00Z"});
     let (st, v) = post_json(&s, "/v1/consent", MARKETER, &import);
     assert_eq!(st, 403, "{v}");
-    assert_eq!(get_consent(&s, phone)["entries"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        get_consent(&s, phone)["entries"].as_array().map(Vec::len),
+        Some(0)
+    );
     let (st, v) = post_json(&s, "/v1/consent", ADMIN, &import);
     assert_eq!(st, 201, "{v}");
     assert_eq!(v["phone_hash"], hash(phone));
@@ -116,14 +119,25 @@ fn consent_ledger_end_to_end() {
         .map(|e| e["recorded_by"].as_str().expect("recorded_by"))
         .collect();
     for e in entries {
-        let want = if e["source"].as_str().is_some_and(|s| s.starts_with("inbound_")) {
+        let want = if e["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("inbound_"))
+        {
             "webhook:whatsapp"
         } else {
             "key:admin:"
         };
-        assert!(e["recorded_by"].as_str().is_some_and(|b| b.starts_with(want)), "{e}");
+        assert!(
+            e["recorded_by"]
+                .as_str()
+                .is_some_and(|b| b.starts_with(want)),
+            "{e}"
+        );
     }
-    assert!(by.iter().all(|b| !b.contains(ADMIN) && !b.contains(MARKETER)));
+    assert!(
+        by.iter()
+            .all(|b| !b.contains(ADMIN) && !b.contains(MARKETER))
+    );
     for e in entries {
         let at = chrono::DateTime::parse_from_rfc3339(e["recorded_at"].as_str().expect("at"))
             .expect("rfc 3339");
@@ -167,7 +181,9 @@ fn consent_ledger_end_to_end() {
     let v: Value = r.json().expect("json");
     assert_eq!(v["error"]["field"], "ts", "{v}");
     assert_eq!(
-        get_consent(&s, "+5511987654322")["entries"].as_array().map(Vec::len),
+        get_consent(&s, "+5511987654322")["entries"]
+            .as_array()
+            .map(Vec::len),
         Some(0)
     );
 
@@ -236,6 +252,7 @@ fn consent_ledger_end_to_end() {
         [
             "checkout_checkbox",
             "crm",
+            "import",
             "inbound_start",
             "inbound_stop",
             "user_preferences"

@@ -30,7 +30,10 @@ fn numbers_in(bytes: &[u8]) -> BTreeSet<String> {
         if &bytes[i..i + p.len()] == p {
             let tail = &bytes[i + p.len()..i + p.len() + 6];
             if tail.iter().all(u8::is_ascii_digit) {
-                out.insert(format!("+{}", String::from_utf8_lossy(&bytes[i..i + p.len() + 6])));
+                out.insert(format!(
+                    "+{}",
+                    String::from_utf8_lossy(&bytes[i..i + p.len() + 6])
+                ));
             }
             i += p.len();
         } else {
@@ -64,9 +67,17 @@ fn assert_numbers_only_in_ledger(dir: &Path, allowed: &BTreeSet<String>) {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("chatlake.db") {
             let outside: Vec<_> = found.difference(allowed).collect();
-            assert!(outside.is_empty(), "{}: numbers of recipients who never consented: {outside:?}", f.display());
+            assert!(
+                outside.is_empty(),
+                "{}: numbers of recipients who never consented: {outside:?}",
+                f.display()
+            );
         } else {
-            assert!(found.is_empty(), "{}: raw numbers outside the ledger: {found:?}", f.display());
+            assert!(
+                found.is_empty(),
+                "{}: raw numbers outside the ledger: {found:?}",
+                f.display()
+            );
         }
         scanned += 1;
     }
@@ -77,7 +88,10 @@ fn assert_numbers_only_in_ledger(dir: &Path, allowed: &BTreeSet<String>) {
     for must in ["outbox.db", "chatlake.db", "experiments.db"] {
         assert!(names.iter().any(|n| n == must), "{must} scanned: {names:?}");
     }
-    assert!(names.iter().any(|n| n.ends_with(".parquet")), "lake scanned");
+    assert!(
+        names.iter().any(|n| n.ends_with(".parquet")),
+        "lake scanned"
+    );
     assert!(names.iter().any(|n| n.ends_with(".log")), "logs scanned");
     assert!(scanned > 10, "{scanned} files");
 }
@@ -111,9 +125,17 @@ fn raw_numbers_live_only_in_the_ledger() {
     };
     {
         let mut s = start_with(data, &sim, &[("CHATLAKE_SENDER__RATE_LIMIT_PER_S", "0")]);
-        assert_eq!(post_events(&s, "consent", &Value::Array(by_event).to_string()).status(), 202);
+        assert_eq!(
+            post_events(&s, "consent", &Value::Array(by_event).to_string()).status(),
+            202
+        );
         for p in &phones[400..500] {
-            let (st, v) = post_json(&s, "/v1/consent", MARKETER, &json!({"phone": p, "action": "opt_in", "scope": "all"}));
+            let (st, v) = post_json(
+                &s,
+                "/v1/consent",
+                MARKETER,
+                &json!({"phone": p, "action": "opt_in", "scope": "all"}),
+            );
             assert_eq!(st, 201, "{v}");
         }
         // One request that ends…
@@ -134,7 +156,11 @@ fn raw_numbers_live_only_in_the_ledger() {
     let done = wait_done(&s, &id);
     let sent = done["sent"].as_u64().expect("sent") + done["unknown"].as_u64().expect("unknown");
     assert_eq!(sent, 500, "{done}");
-    assert_eq!(standin_stats(&sim)["max_per_recipient"], 2, "two requests, each once");
+    assert_eq!(
+        standin_stats(&sim)["max_per_recipient"],
+        2,
+        "two requests, each once"
+    );
     std::thread::sleep(Duration::from_millis(500));
     s.flush();
     assert_eq!(s.terminate(), Some(0));
@@ -143,11 +169,44 @@ fn raw_numbers_live_only_in_the_ledger() {
     // And the ledger's file does hold the numbers the sender needs.
     let mut in_ledger = BTreeSet::new();
     for f in files(data) {
-        if f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("chatlake.db")) {
+        if f.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("chatlake.db"))
+        {
             in_ledger.extend(numbers_in(&std::fs::read(&f).expect("read")));
         }
     }
-    assert!(in_ledger.len() >= 400, "{} numbers in the ledger", in_ledger.len());
+    assert!(
+        in_ledger.len() >= 400,
+        "{} numbers in the ledger",
+        in_ledger.len()
+    );
+    // Inside the ledger's file, only the ledger's own tables hold numbers.
+    let db = rusqlite::Connection::open(data.join("chatlake.db")).expect("open ledger");
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("tables")
+        .query_map([], |r| r.get(0))
+        .expect("tables")
+        .collect::<Result<_, _>>()
+        .expect("tables");
+    for t in tables
+        .iter()
+        .filter(|t| !matches!(t.as_str(), "consent_ledger" | "consent_numbers"))
+    {
+        let mut stmt = db
+            .prepare(&format!("SELECT * FROM \"{t}\""))
+            .expect("select");
+        let n = stmt.column_count();
+        let mut rows = stmt.query([]).expect("rows");
+        while let Some(row) = rows.next().expect("row") {
+            for i in 0..n {
+                if let Ok(text) = row.get::<_, String>(i) {
+                    assert!(!text.contains(PREFIX), "table {t} holds a number: {text}");
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -182,10 +241,20 @@ fn no_request_moves_the_clock_and_a_test_clock_must_be_allowed() {
     );
     assert_eq!(st, 400, "{v}");
     assert_eq!(standin_stats(&sim)["calls"], 0);
-    let (st, v) = post_json(&s, "/v1/suppressions/refresh", MARKETER, &json!({"now": CLOCK}));
+    let (st, v) = post_json(
+        &s,
+        "/v1/suppressions/refresh",
+        MARKETER,
+        &json!({"now": CLOCK}),
+    );
     assert_eq!(st, 400, "{v}");
     // Inside quiet hours by the server's clock (22:00 in Berlin) the sender holds back.
-    let (st, _) = post_json(&s, "/v1/admin/clock", ADMIN, &json!({"now": "2026-04-10T20:00:00Z"}));
+    let (st, _) = post_json(
+        &s,
+        "/v1/admin/clock",
+        ADMIN,
+        &json!({"now": "2026-04-10T20:00:00Z"}),
+    );
     assert_eq!(st, 200);
     let (st, v) = post_json(
         &s,
@@ -312,7 +381,11 @@ fn the_senders_own_cart_reminders_feed_cart_recovery_by_step() {
     assert_eq!(step2["carts_targeted"], 2, "{m}");
     assert_eq!(step2["carts_recovered"], 1, "{m}");
     assert_eq!(step2["cart_recovery_rate"], 0.5, "{m}");
-    let (st, m) = get_json(&s, "/v1/metrics?metrics=sent&group_by=segment,country", ANALYST);
+    let (st, m) = get_json(
+        &s,
+        "/v1/metrics?metrics=sent&group_by=segment,country",
+        ANALYST,
+    );
     assert_eq!(st, 200, "{m}");
     assert!(
         m["rows"]
@@ -326,7 +399,13 @@ fn the_senders_own_cart_reminders_feed_cart_recovery_by_step() {
         .iter()
         .flat_map(|b| strings(b, "journey"))
         .collect();
-    assert_eq!(journeys.iter().filter(|j| j.as_deref() == Some("abandoned_cart")).count(), 2);
+    assert_eq!(
+        journeys
+            .iter()
+            .filter(|j| j.as_deref() == Some("abandoned_cart"))
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -369,7 +448,11 @@ fn a_call_without_an_answer_is_never_repeated_and_its_status_settles_it() {
         .flat_map(|b| strings(b, "message_id"))
         .flatten()
         .collect();
-    assert_eq!(wamids.len(), 9, "every message is in sends once settled: {wamids:?}");
+    assert_eq!(
+        wamids.len(),
+        9,
+        "every message is in sends once settled: {wamids:?}"
+    );
     let (_, m) = get_json(&s, "/v1/metrics?metrics=sent,delivered", ANALYST);
     assert_eq!(m["rows"][0]["sent"], 9, "{m}");
 }

@@ -89,12 +89,7 @@ fn the_loop_closes() {
         "contacts": [{"profile": {"name": "A"}, "wa_id": "4915100000001"}],
         "messages": [{"from": "4915100000001", "id": "wamid.in.stop", "timestamp": "1775822400", "type": "text", "text": {"body": "STOP"}}]}}]}]});
     assert_eq!(post_whatsapp(&s, stop.to_string().as_bytes()).status(), 200);
-    let (st, v) = post_json(
-        &s,
-        "/v1/suppressions/refresh",
-        MARKETER,
-        &json!({}),
-    );
+    let (st, v) = post_json(&s, "/v1/suppressions/refresh", MARKETER, &json!({}));
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["counts"]["opted_out"], 1, "{v}");
     let v = send(&s, &[a, b]);
@@ -353,12 +348,7 @@ fn each_suppression_reason_stops_the_sender() {
     );
     assert_eq!(r.status(), 202);
     s.flush();
-    let (st, v) = post_json(
-        &s,
-        "/v1/suppressions/refresh",
-        MARKETER,
-        &json!({}),
-    );
+    let (st, v) = post_json(&s, "/v1/suppressions/refresh", MARKETER, &json!({}));
     assert_eq!(st, 200, "{v}");
     for (reason, _) in who {
         assert_eq!(v["counts"][reason], 1, "{reason}: {v}");

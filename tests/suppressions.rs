@@ -171,7 +171,10 @@ fn suppression_list_over_http() {
     for (url, body) in [
         ("/v1/suppressions?format=xml", None),
         // A request cannot set the clock the sender uses.
-        ("/v1/suppressions/refresh", Some(json!({"now": "2026-04-10T12:00:00Z"}))),
+        (
+            "/v1/suppressions/refresh",
+            Some(json!({"now": "2026-04-10T12:00:00Z"})),
+        ),
         ("/v1/suppressions/refresh", Some(json!({"then": 1}))),
     ] {
         let req = match &body {

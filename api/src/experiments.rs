@@ -3,8 +3,8 @@
 //! `POST /v1/stats/compare` and `GET /v1/stats/power` — one code path
 //! ([`chatlake_model::stats::analyse`]) for results and calculator alike.
 
-use crate::error::ApiError;
 use crate::auth::{Caller, Readers};
+use crate::error::ApiError;
 use crate::{ApiResult, St, body};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -74,12 +74,7 @@ pub(crate) async fn create(
 /// `GET /v1/experiments`.
 pub(crate) async fn list(_: Caller<Readers>, State(s): St) -> ApiResult {
     let now = s.clock.now();
-    let all: Vec<Value> = s
-        .experiments
-        .all()?
-        .iter()
-        .map(|e| view(e, now))
-        .collect();
+    let all: Vec<Value> = s.experiments.all()?.iter().map(|e| view(e, now)).collect();
     Ok(axum::Json(json!({ "experiments": all })).into_response())
 }
 

@@ -307,7 +307,10 @@ async fn land(
     raw: &[u8],
 ) -> ApiResult<(usize, Option<String>)> {
     let n = outcome.events.len();
-    let recorded_by = format!("webhook:{}", endpoint.rsplit('/').next().unwrap_or(endpoint));
+    let recorded_by = format!(
+        "webhook:{}",
+        endpoint.rsplit('/').next().unwrap_or(endpoint)
+    );
     let (entries, mirrors) = consent::implied(s, &outcome.events, &recorded_by);
     let callbacks: Vec<(&str, &str)> = outcome
         .events
@@ -566,13 +569,13 @@ struct SetClock {
 /// `POST /v1/admin/clock` `{"now": "<RFC 3339>"}`: moves the test clock. It exists only
 /// when the server runs with a test clock (`[testing] allow_test_clock`); otherwise
 /// 404, like any unknown route.
-async fn set_clock(
-    _: Caller<Admins>,
-    State(s): St,
-    b: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+async fn set_clock(_: Caller<Admins>, State(s): St, b: Result<Bytes, BytesRejection>) -> ApiResult {
     if !s.clock.is_test() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        ));
     }
     let raw = body(&s, b)?;
     let req: SetClock = json_body(&raw, "expected {\"now\": \"<RFC 3339>\"}")?;
@@ -599,11 +602,7 @@ async fn get_dead_letter(_: Caller<Admins>, State(s): St, Path(id): Path<String>
 
 /// Re-parses a dead letter's rejected parts with this version and lands what is now
 /// understood; the dead letter is removed once nothing is left.
-async fn replay_dead_letter(
-    _: Caller<Admins>,
-    State(s): St,
-    Path(id): Path<String>,
-) -> ApiResult {
+async fn replay_dead_letter(_: Caller<Admins>, State(s): St, Path(id): Path<String>) -> ApiResult {
     let mut letter = s.dead_letters.get(&id)?;
     let paths: Vec<String> = letter.rejects.iter().map(|r| r.path.clone()).collect();
     let body = letter.body.as_bytes();

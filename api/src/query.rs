@@ -1,8 +1,8 @@
 //! The Query routes of API.md: `GET /v1/metrics`, `GET /v1/metrics/catalog` and
 //! `POST /v1/sql` (streamed in the format `Accept` asks for).
 
-use crate::error::ApiError;
 use crate::auth::{Analysts, Caller, Readers};
+use crate::error::ApiError;
 use crate::{ApiResult, St, body};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -14,7 +14,6 @@ use chatlake_sql::{Encoder, Format, MetricsRequest, UserQuery};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
-
 
 /// `GET /v1/metrics?metrics=&from=&to=&group_by=`.
 pub(crate) async fn metrics(

@@ -119,9 +119,13 @@ impl Ledger {
     fn init(db: Db) -> Result<Ledger> {
         {
             let conn = db.conn();
-            if !has_column(&conn, "consent_ledger", "recorded_by").map_err(op("migrating the ledger"))? {
-                conn.execute_batch("ALTER TABLE consent_ledger ADD COLUMN recorded_by TEXT NOT NULL DEFAULT ''")
-                    .map_err(op("migrating the ledger"))?;
+            if !has_column(&conn, "consent_ledger", "recorded_by")
+                .map_err(op("migrating the ledger"))?
+            {
+                conn.execute_batch(
+                    "ALTER TABLE consent_ledger ADD COLUMN recorded_by TEXT NOT NULL DEFAULT ''",
+                )
+                .map_err(op("migrating the ledger"))?;
             }
         }
         Ok(Ledger { db })
@@ -390,14 +394,23 @@ mod tests {
         assert_eq!(s.number("h1").expect("number"), None);
         s.append_consent(&[entry("a", "opt_in", "marketing", 1)])
             .expect("append");
-        assert_eq!(s.number("h1").expect("number").as_deref(), Some("+4915100000001"));
+        assert_eq!(
+            s.number("h1").expect("number").as_deref(),
+            Some("+4915100000001")
+        );
         s.remember_numbers(&[("h2".into(), "+4915100000002".into())], Ts(5))
             .expect("remember");
-        assert_eq!(s.number("h2").expect("number").as_deref(), Some("+4915100000002"));
+        assert_eq!(
+            s.number("h2").expect("number").as_deref(),
+            Some("+4915100000002")
+        );
         // A changed number replaces the old one.
         s.remember_numbers(&[("h2".into(), "+4915100000003".into())], Ts(6))
             .expect("remember");
-        assert_eq!(s.number("h2").expect("number").as_deref(), Some("+4915100000003"));
+        assert_eq!(
+            s.number("h2").expect("number").as_deref(),
+            Some("+4915100000003")
+        );
     }
 
     #[test]
@@ -420,12 +433,24 @@ mod tests {
             .expect("old schema");
         }
         let stores = crate::Stores::open(dir.path()).expect("open");
-        let p = stores.outbox.send_progress("r1").expect("progress").expect("moved");
+        let p = stores
+            .outbox
+            .send_progress("r1")
+            .expect("progress")
+            .expect("moved");
         assert_eq!((p.sent, p.open, p.unknown), (1, 1, 1));
-        assert_eq!(stores.ledger.number("h-open").expect("n").as_deref(), Some("+4915177700002"));
+        assert_eq!(
+            stores.ledger.number("h-open").expect("n").as_deref(),
+            Some("+4915177700002")
+        );
         assert_eq!(stores.ledger.number("h-done").expect("n"), None);
         drop(stores);
-        for name in ["chatlake.db", "chatlake.db-wal", "outbox.db", "outbox.db-wal"] {
+        for name in [
+            "chatlake.db",
+            "chatlake.db-wal",
+            "outbox.db",
+            "outbox.db-wal",
+        ] {
             let bytes = std::fs::read(dir.path().join(name)).unwrap_or_default();
             let text = String::from_utf8_lossy(&bytes);
             for gone in ["4915177700001", "4915177700003"] {
@@ -434,7 +459,15 @@ mod tests {
         }
         // Opening again changes nothing.
         let stores = crate::Stores::open(dir.path()).expect("reopen");
-        assert_eq!(stores.outbox.send_progress("r1").expect("p").expect("r1").queued, 3);
+        assert_eq!(
+            stores
+                .outbox
+                .send_progress("r1")
+                .expect("p")
+                .expect("r1")
+                .queued,
+            3
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub(crate) struct OldIntent {
 }
 
 /// Moves the old tables out of the ledger's file, once.
-pub(crate) fn split_legacy(ledger: &Ledger, experiments: &Experiments, outbox: &Outbox) -> Result<()> {
+pub(crate) fn split_legacy(
+    ledger: &Ledger,
+    experiments: &Experiments,
+    outbox: &Outbox,
+) -> Result<()> {
     let conn = ledger.conn();
     let mut moved = false;
     if has_table(&conn, "experiments").map_err(op("reading the old schema"))? {
@@ -32,7 +36,13 @@ pub(crate) fn split_legacy(ledger: &Ledger, experiments: &Experiments, outbox: &
             .prepare("SELECT id, created_at, definition FROM experiments")
             .map_err(op("moving experiments"))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .map_err(op("moving experiments"))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(op("moving experiments"))?;
@@ -40,7 +50,10 @@ pub(crate) fn split_legacy(ledger: &Ledger, experiments: &Experiments, outbox: &
         experiments.import_raw(&rows)?;
         conn.execute_batch("DROP TABLE experiments")
             .map_err(op("moving experiments"))?;
-        tracing::info!(experiments = rows.len(), "moved experiment definitions to experiments.db");
+        tracing::info!(
+            experiments = rows.len(),
+            "moved experiment definitions to experiments.db"
+        );
         moved = true;
     }
     if has_table(&conn, "send_intents").map_err(op("reading the old schema"))? {
@@ -87,7 +100,10 @@ pub(crate) fn split_legacy(ledger: &Ledger, experiments: &Experiments, outbox: &
         let conn = ledger.conn();
         conn.execute_batch("DROP TABLE send_intents; DROP TABLE IF EXISTS send_requests;")
             .map_err(op("moving the outbox"))?;
-        tracing::info!(intents = intents.len(), "moved the outbox to outbox.db (numbers only in the ledger)");
+        tracing::info!(
+            intents = intents.len(),
+            "moved the outbox to outbox.db (numbers only in the ledger)"
+        );
         drop(conn);
         moved = true;
     } else {

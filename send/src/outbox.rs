@@ -418,7 +418,11 @@ impl Outbox {
         let mut n: BTreeMap<&str, usize> = BTreeMap::new();
         for i in intents {
             let k = n.entry(i.request_id.as_str()).or_insert(0);
-            let state = if i.state == "calling" { "unknown" } else { i.state.as_str() };
+            let state = if i.state == "calling" {
+                "unknown"
+            } else {
+                i.state.as_str()
+            };
             tx.execute(
                 "INSERT INTO send_intents (intent_id, request_id, phone_hash, arm, fields, not_before, state, wamid, error_code)
                  VALUES (?1, ?2, ?3, ?4, '{}', ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
@@ -548,12 +552,17 @@ mod tests {
         let p = s.send_progress("r1").expect("progress").expect("exists");
         assert_eq!((p.queued, p.sent, p.unknown, p.open), (3, 1, 1, 1));
         assert_eq!(p.skipped["holdout"], 2);
-        assert_eq!(s.unknown_intents().expect("unknown"), vec!["r1/1".to_owned()]);
+        assert_eq!(
+            s.unknown_intents().expect("unknown"),
+            vec!["r1/1".to_owned()]
+        );
         assert_eq!(s.next_due("r1").expect("due"), Some(Ts(2)));
         assert_eq!(s.claim_intents("r1", Ts(1), 5).expect("claim"), vec![]);
         let last = s.claim_intents("r1", Ts(2), 5).expect("claim");
         assert_eq!(
-            last.iter().map(|i| i.phone_hash.as_str()).collect::<Vec<_>>(),
+            last.iter()
+                .map(|i| i.phone_hash.as_str())
+                .collect::<Vec<_>>(),
             vec!["h2"]
         );
         assert_eq!(s.claim_intents("r1", Ts(9), 5).expect("claim"), vec![]);

@@ -134,9 +134,11 @@ impl Policy {
         let mut f = facts.clone();
         let mut assignments = Vec::new();
         let mut arm = None;
-        for e in named.into_iter().chain(persistent.iter().filter(|p| {
-            named.is_none_or(|n| n.id != p.id)
-        })) {
+        for e in named.into_iter().chain(
+            persistent
+                .iter()
+                .filter(|p| named.is_none_or(|n| n.id != p.id)),
+        ) {
             let a = e.assign(phone_hash).to_owned();
             if a == HOLDOUT_ARM {
                 f.holdout = true;
@@ -416,8 +418,14 @@ mod tests {
         let global = experiment("global", true, "holdout");
         let (held, free) = {
             let hashes: Vec<String> = (0..100).map(|i| format!("h{i}")).collect();
-            let held = hashes.iter().find(|h| global.assign(h) == "holdout").cloned();
-            let free = hashes.iter().find(|h| global.assign(h) == "control").cloned();
+            let held = hashes
+                .iter()
+                .find(|h| global.assign(h) == "holdout")
+                .cloned();
+            let free = hashes
+                .iter()
+                .find(|h| global.assign(h) == "control")
+                .cloned();
             (held.expect("one held"), free.expect("one free"))
         };
         // Suppressed: no assignment at all.
@@ -449,7 +457,10 @@ mod tests {
         };
         let mut f = facts(NOON, "marketing", &[]);
         f.recent_marketing_sends = 2;
-        assert_eq!(capped.plan(&f, "h2", None, &[]).decision, Decision::Skip("frequency_cap"));
+        assert_eq!(
+            capped.plan(&f, "h2", None, &[]).decision,
+            Decision::Skip("frequency_cap")
+        );
         f.recent_marketing_sends = 1;
         assert_eq!(capped.plan(&f, "h2", None, &[]).decision, Decision::Send);
     }
@@ -535,6 +546,10 @@ mod tests {
             quiet_hours_start: "9pm".to_owned(),
             ..crate::SendOptions::default()
         };
-        assert!(bad.policy(4, 604_800).expect_err("bad").contains("quiet_hours_start"));
+        assert!(
+            bad.policy(4, 604_800)
+                .expect_err("bad")
+                .contains("quiet_hours_start")
+        );
     }
 }

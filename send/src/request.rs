@@ -62,10 +62,9 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> Error {
 /// A short free-text field (`campaign_id`, `segment`, …): 1–256 characters.
 fn label(field: &str, v: Option<String>) -> Result<Option<String>> {
     match v {
-        Some(s) if s.is_empty() || s.len() > 256 => Err(bad(
-            field,
-            format!("`{field}` must be 1 to 256 characters"),
-        )),
+        Some(s) if s.is_empty() || s.len() > 256 => {
+            Err(bad(field, format!("`{field}` must be 1 to 256 characters")))
+        }
         v => Ok(v),
     }
 }
@@ -94,7 +93,10 @@ fn recipient(i: usize, v: &Value, defaults: &RecipientFields) -> Result<Recipien
                     Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => {
                         Ok(Some(s.clone()))
                     }
-                    Some(_) => Err(bad(at(k), format!("{} must be a string of 1 to 256 characters", at(k)))),
+                    Some(_) => Err(bad(
+                        at(k),
+                        format!("{} must be a string of 1 to 256 characters", at(k)),
+                    )),
                 }
             };
             let step = match o.get("step") {
@@ -116,7 +118,10 @@ fn recipient(i: usize, v: &Value, defaults: &RecipientFields) -> Result<Recipien
                         .map(|x| x.as_str().map(str::to_owned))
                         .collect::<Option<Vec<_>>>()
                         .ok_or_else(|| {
-                            bad(at("variables"), format!("{} must be a list of strings", at("variables")))
+                            bad(
+                                at("variables"),
+                                format!("{} must be a list of strings", at("variables")),
+                            )
                         })?,
                 ),
                 Some(_) => {
@@ -126,10 +131,12 @@ fn recipient(i: usize, v: &Value, defaults: &RecipientFields) -> Result<Recipien
                     ));
                 }
             };
-            let phone = o
-                .get("phone")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(at("phone"), format!("{} is required (a phone number)", at("phone"))))?;
+            let phone = o.get("phone").and_then(Value::as_str).ok_or_else(|| {
+                bad(
+                    at("phone"),
+                    format!("{} is required (a phone number)", at("phone")),
+                )
+            })?;
             (
                 phone,
                 RecipientFields {
@@ -290,8 +297,20 @@ mod tests {
         assert_eq!(v.recipients[0].fields.cart_id, None);
         let r = &v.recipients[1].fields;
         assert_eq!(
-            (r.cart_id.as_deref(), r.step, r.journey.as_deref(), r.segment.as_deref(), r.country.as_deref()),
-            (Some("cart-9"), Some(2), Some("abandoned_cart"), Some("vip"), Some("AT"))
+            (
+                r.cart_id.as_deref(),
+                r.step,
+                r.journey.as_deref(),
+                r.segment.as_deref(),
+                r.country.as_deref()
+            ),
+            (
+                Some("cart-9"),
+                Some(2),
+                Some("abandoned_cart"),
+                Some("vip"),
+                Some("AT")
+            )
         );
         match message_of(&v.spec, r) {
             Message::Template { variables, .. } => assert_eq!(variables, vec!["Ana".to_owned()]),
@@ -314,10 +333,22 @@ mod tests {
             }
         };
         assert_eq!(err(json!({"now": "2026-04-10T12:00:00Z"})), "body");
-        assert_eq!(err(json!({"recipients": ["not a number", {"phone": "x"}]})), "recipients[0]");
-        assert_eq!(err(json!({"recipients": [{"phone": "+4915100000001", "step": 0}]})), "recipients[0].step");
-        assert_eq!(err(json!({"recipients": [{"phone": "+4915100000001", "now": 1}]})), "recipients[0].now");
-        assert_eq!(err(json!({"recipients": [{"cart_id": "x"}]})), "recipients[0].phone");
+        assert_eq!(
+            err(json!({"recipients": ["not a number", {"phone": "x"}]})),
+            "recipients[0]"
+        );
+        assert_eq!(
+            err(json!({"recipients": [{"phone": "+4915100000001", "step": 0}]})),
+            "recipients[0].step"
+        );
+        assert_eq!(
+            err(json!({"recipients": [{"phone": "+4915100000001", "now": 1}]})),
+            "recipients[0].now"
+        );
+        assert_eq!(
+            err(json!({"recipients": [{"cart_id": "x"}]})),
+            "recipients[0].phone"
+        );
         assert_eq!(err(json!({"recipients": [7]})), "recipients[0]");
         assert_eq!(err(json!({"category": "promo"})), "category");
         assert_eq!(err(json!({"quiet_hours": "later"})), "quiet_hours");

@@ -234,9 +234,7 @@ impl Sender {
                 last_inbound: last_inbound.get(&hash).copied(),
                 quiet_hours: v.quiet,
             };
-            let planned = self
-                .policy
-                .plan(&facts, &hash, named.as_ref(), &persistent);
+            let planned = self.policy.plan(&facts, &hash, named.as_ref(), &persistent);
             for (experiment_id, arm) in planned.assignments {
                 events.push(Event::Assignments(AssignmentEvent {
                     experiment_id,
@@ -443,18 +441,18 @@ impl Sender {
                 }
             }
             // Wait for one call to end, then take every other that has ended too.
-            let mut take = |r: std::result::Result<Result<Finished>, tokio::task::JoinError>| match r
-            {
-                Ok(Ok(f)) => done.push(f),
-                Ok(Err(e)) => failure = failure.take().or(Some(e)),
-                Err(e) => {
-                    failure = failure.take().or(Some(Error::Record {
-                        kind: ErrorKind::Internal,
-                        code: "internal",
-                        message: format!("a send call stopped: {e}"),
-                    }))
-                }
-            };
+            let mut take =
+                |r: std::result::Result<Result<Finished>, tokio::task::JoinError>| match r {
+                    Ok(Ok(f)) => done.push(f),
+                    Ok(Err(e)) => failure = failure.take().or(Some(e)),
+                    Err(e) => {
+                        failure = failure.take().or(Some(Error::Record {
+                            kind: ErrorKind::Internal,
+                            code: "internal",
+                            message: format!("a send call stopped: {e}"),
+                        }))
+                    }
+                };
             if let Some(r) = calls.join_next().await {
                 take(r);
             }
@@ -485,7 +483,10 @@ impl Sender {
             })
         };
         let Some(phone) = self.ledger.number(&intent.phone_hash)? else {
-            tracing::warn!(request_id, "no number in the ledger for a recipient; not sent");
+            tracing::warn!(
+                request_id,
+                "no number in the ledger for a recipient; not sent"
+            );
             self.sink.record(vec![skip("no_consent", None)]).await?;
             return Ok(Finished {
                 intent_id: intent.intent_id,

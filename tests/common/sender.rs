@@ -56,14 +56,14 @@ pub fn start(dir: &std::path::Path, st: &Standin) -> Server {
 /// [`start`] with more (or overriding) environment variables.
 pub fn start_with(dir: &std::path::Path, st: &Standin, extra: &[(&str, &str)]) -> Server {
     let mut env = vec![
-            ("CHATLAKE_WHATSAPP_API_URL", st.base.as_str()),
-            ("CHATLAKE_WHATSAPP_TOKEN", "tok"),
-            ("CHATLAKE_WHATSAPP_PHONE_NUMBER_ID", "pn1"),
-            ("CHATLAKE_SENDER__PAIR_INTERVAL_MS", "0"),
-            ("CHATLAKE_SENDER__RETRY_BASE_MS", "10"),
-            ("CHATLAKE_SUPPRESSIONS__REFRESH_INTERVAL_S", "0"),
-            ("CHATLAKE_TESTING__ALLOW_TEST_CLOCK", "true"),
-            ("CHATLAKE_TESTING__CLOCK", CLOCK),
+        ("CHATLAKE_WHATSAPP_API_URL", st.base.as_str()),
+        ("CHATLAKE_WHATSAPP_TOKEN", "tok"),
+        ("CHATLAKE_WHATSAPP_PHONE_NUMBER_ID", "pn1"),
+        ("CHATLAKE_SENDER__PAIR_INTERVAL_MS", "0"),
+        ("CHATLAKE_SENDER__RETRY_BASE_MS", "10"),
+        ("CHATLAKE_SUPPRESSIONS__REFRESH_INTERVAL_S", "0"),
+        ("CHATLAKE_TESTING__ALLOW_TEST_CLOCK", "true"),
+        ("CHATLAKE_TESTING__CLOCK", CLOCK),
     ];
     env.extend_from_slice(extra);
     let s = Server::start(dir, &env);
@@ -112,4 +112,3 @@ pub fn standin_stats(st: &Standin) -> Value {
         .json()
         .expect("json")
 }
-
