@@ -729,7 +729,9 @@ mod tests {
         let wrong = write("wrong.toml", "[sender]\n\nconcurrency = \"many\"\n");
         let quiet = write("quiet.toml", "[sender]\nquiet_hours_end = \"9am\"\n");
         let missing = dir.path().join("missing.toml");
-        let cases: Vec<(Option<&Path>, Vec<(String, String)>, &[&str])> = vec![
+        // (file, environment, what the message must name)
+        type Case<'a> = (Option<&'a Path>, Vec<(String, String)>, &'a [&'a str]);
+        let cases: Vec<Case> = vec![
             (Some(&syntax), vec![], &["syntax.toml", "line 2"]),
             (
                 Some(&unknown),

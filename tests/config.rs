@@ -103,7 +103,9 @@ fn every_configuration_error_is_one_line_and_exit_2() {
     let wrong = file("wrong.toml", "[sender]\nconcurrency = \"many\"\n");
     let quiet = file("quiet.toml", "[sender]\nquiet_hours_start = \"9pm\"\n");
     let missing = dir.path().join("missing.toml").display().to_string();
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    // (what, flags before `serve`, environment, what stderr must name)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "bad TOML",
             vec!["--config", &syntax],

@@ -819,7 +819,7 @@ fn an_arm_without_units() {
                "window_days": 7, "control": "control", "currency": "EUR"}),
     );
     let path = "/v1/experiments/exp-new/results";
-    let mut r = Rng(0x5eed_0f_a11);
+    let mut r = Rng(0x0005_eed0_fa11);
     let (mut ev, mut units, mut seq) = (Events::default(), Vec::new(), 0u64);
     for i in 0..1500i64 {
         let phone = format!("+4917{i:07}");
