@@ -93,6 +93,10 @@ fn assert_numbers_only_in_ledger(dir: &Path, allowed: &BTreeSet<String>) {
         "lake scanned"
     );
     assert!(names.iter().any(|n| n.ends_with(".log")), "logs scanned");
+    assert!(
+        names.iter().any(|n| n.starts_with("units-")),
+        "snapshots scanned: {names:?}"
+    );
     assert!(scanned > 10, "{scanned} files");
 }
 
@@ -116,7 +120,7 @@ fn raw_numbers_live_only_in_the_ledger() {
             "/v1/sends",
             MARKETER,
             &json!({"campaign_id": "receipts", "template": "order_update", "language": "en",
-                    "category": "utility", "recipients": phones}),
+                    "category": "utility", "recipients": phones, "experiment_id": "copy-test"}),
         );
         assert_eq!(st, 202, "{v}");
         assert_eq!(v["queued"], 500, "{v}");
@@ -129,6 +133,10 @@ fn raw_numbers_live_only_in_the_ledger() {
             post_events(&s, "consent", &Value::Array(by_event).to_string()).status(),
             202
         );
+        let arms = json!([{"name": "control", "weight": 1}, {"name": "short", "weight": 1}]);
+        let def = json!({"id": "copy-test", "salt": "s", "arms": arms});
+        let (st, v) = post_json(&s, "/v1/experiments", MARKETER, &def);
+        assert_eq!(st, 201, "{v}");
         for p in &phones[400..500] {
             let (st, v) = post_json(
                 &s,
@@ -163,6 +171,9 @@ fn raw_numbers_live_only_in_the_ledger() {
     );
     std::thread::sleep(Duration::from_millis(500));
     s.flush();
+    // An experiment snapshot is written too (and scanned).
+    let (st, v) = get_json(&s, "/v1/experiments/copy-test/results", ANALYST);
+    assert_eq!(st, 200, "{v}");
     assert_eq!(s.terminate(), Some(0));
     let consented: BTreeSet<String> = phones[..500].iter().cloned().collect();
     assert_numbers_only_in_ledger(data, &consented);

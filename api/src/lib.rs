@@ -307,11 +307,12 @@ async fn land(
     raw: &[u8],
 ) -> ApiResult<(usize, Option<String>)> {
     let n = outcome.events.len();
-    let recorded_by = format!(
-        "webhook:{}",
-        endpoint.rsplit('/').next().unwrap_or(endpoint)
-    );
-    let (entries, mirrors) = consent::implied(s, &outcome.events, &recorded_by);
+    let recorded_by = if endpoint.contains("shopify") {
+        "webhook:shopify"
+    } else {
+        "webhook:whatsapp"
+    };
+    let (entries, mirrors) = consent::implied(s, &outcome.events, recorded_by);
     let callbacks: Vec<(&str, &str)> = outcome
         .events
         .iter()

@@ -184,9 +184,12 @@ impl Sender {
         last_inbound: &HashMap<String, Ts>,
     ) -> Result<Accepted> {
         let named = match &v.spec.experiment_id {
-            Some(id) => Some(self.experiments.get(id).map_err(|_| Error::InvalidSend {
-                field: "experiment_id".into(),
-                message: format!("no experiment has id `{id}`"),
+            Some(id) => Some(self.experiments.get(id).map_err(|e| match e {
+                Error::UnknownExperiment { .. } => Error::InvalidSend {
+                    field: "experiment_id".into(),
+                    message: format!("no experiment has id `{id}`"),
+                },
+                other => other,
             })?),
             None => None,
         };
