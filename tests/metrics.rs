@@ -545,8 +545,10 @@ fn a_bounded_request_sees_outcomes_long_after_the_send() {
         json!({"message_id": "wamid.late1", "status": "read", "ts": ts(t + 41 * DAY, 0), "phone": phone(1)}),
     ];
     // Another buyer (a forwarded link): explicit attribution has no window.
-    let orders = vec![json!({"order_id": "late-o1", "ts": ts(t + 60 * DAY, 0), "phone": phone(9),
-        "total": 30.0, "currency": "EUR", "utm_content": "wamid.late1"})];
+    let orders = vec![
+        json!({"order_id": "late-o1", "ts": ts(t + 60 * DAY, 0), "phone": phone(9),
+        "total": 30.0, "currency": "EUR", "utm_content": "wamid.late1"}),
+    ];
     post_all(
         &s,
         &[
@@ -562,12 +564,19 @@ fn a_bounded_request_sees_outcomes_long_after_the_send() {
         &format!("metrics={names}&group_by=day&from={day}&to={day}"),
     );
     let row = &bounded["rows"][0];
-    assert_eq!(bounded["rows"].as_array().map(Vec::len), Some(1), "{bounded}");
+    assert_eq!(
+        bounded["rows"].as_array().map(Vec::len),
+        Some(1),
+        "{bounded}"
+    );
     assert_eq!(row["day"], day);
     assert_eq!(row["sent"], 2, "{row}");
     assert_eq!(row["read"], 1, "the read 41 days later counts: {row}");
     assert_eq!(row["read_rate"], 0.5, "{row}");
-    assert_eq!(row["attributed_orders"], 1, "the order 60 days later: {row}");
+    assert_eq!(
+        row["attributed_orders"], 1,
+        "the order 60 days later: {row}"
+    );
     assert_eq!(row["attributed_revenue"], json!({"EUR": 30.0}), "{row}");
     assert_eq!(row["rps"], json!({"EUR": 15.0}), "{row}");
     // The whole lake says the same for that day.
@@ -698,8 +707,10 @@ fn post_long_tail_lake(s: &Server) -> i64 {
         let case = format!("lcase{c}");
         let p = r.int(0, 90);
         let mut ev = |id: &str, event: &str, at: i64, actor: &str, csat: Option<i64>| {
-            cases.push(json!({"event_id": format!("{case}-{id}"), "case_id": case, "event": event,
-                "ts": ts(at, 0), "phone": phone(p), "actor": actor, "csat": csat}));
+            cases.push(
+                json!({"event_id": format!("{case}-{id}"), "case_id": case, "event": event,
+                "ts": ts(at, 0), "phone": phone(p), "actor": actor, "csat": csat}),
+            );
         };
         ev("o", "opened", opened, "customer", None);
         let late = |r: &mut Rng| {
@@ -711,7 +722,13 @@ fn post_long_tail_lake(s: &Server) -> i64 {
         };
         if r.chance(0.9) {
             let at = opened + late(&mut r);
-            ev("f", "first_response", at, if r.chance(0.5) { "bot" } else { "agent" }, None);
+            ev(
+                "f",
+                "first_response",
+                at,
+                if r.chance(0.5) { "bot" } else { "agent" },
+                None,
+            );
         }
         if r.chance(0.2) {
             ev("h", "handoff", opened + 30, "bot", None);
@@ -887,8 +904,10 @@ fn quantiles_are_exact_as_numpy_computes_them() {
                 ("f", "first_response", opened + first),
                 ("r", "resolved", opened + resolved),
             ] {
-                cases.push(json!({"event_id": format!("{case}-{id}"), "case_id": case, "event": event,
-                    "ts": ts_ms(at), "phone": phone(p), "actor": "agent"}));
+                cases.push(
+                    json!({"event_id": format!("{case}-{id}"), "case_id": case, "event": event,
+                    "ts": ts_ms(at), "phone": phone(p), "actor": "agent"}),
+                );
             }
             frt.push(first * 1000);
             res.push(resolved * 1000);
@@ -900,8 +919,10 @@ fn quantiles_are_exact_as_numpy_computes_them() {
             carts.push(json!({"cart_id": cart, "ts": ts_ms(cart_ts), "phone": phone(p), "value": 10.0, "currency": "EUR"}));
             sends.push(json!({"message_id": format!("wamid.q{k}"), "ts": ts_ms(reminder), "phone": phone(p),
                 "campaign_id": "cart", "template": "cart_reminder", "category": "marketing", "cart_id": cart, "step": 1}));
-            orders.push(json!({"order_id": format!("qo{k}"), "ts": ts_ms(order), "phone": phone(p),
-                "total": 10.0, "currency": "EUR", "cart_id": cart}));
+            orders.push(
+                json!({"order_id": format!("qo{k}"), "ts": ts_ms(order), "phone": phone(p),
+                "total": 10.0, "currency": "EUR", "cart_id": cart}),
+            );
             rec.push((order - cart_ts) * 1000);
         }
         groups.insert(
@@ -962,7 +983,9 @@ fn quantiles_are_exact_as_numpy_computes_them() {
                 (g - w).abs() <= 1e-12 * w.abs(),
                 "{day} {n}: chatlake {g:?}, numpy {w:?}"
             );
-            let t = want[day][format!("{n}:truncated")].as_f64().expect("truncated");
+            let t = want[day][format!("{n}:truncated")]
+                .as_f64()
+                .expect("truncated");
             truncation_shows |= (t - w).abs() > 1e-9 * w.abs();
         }
     }

@@ -355,7 +355,10 @@ impl Engine {
             "CAST(ts AS DATE)"
         };
         let reach = crate::reach::steps(&needed, from, to, date, &self.options);
-        let covered = reach.as_deref().map(crate::reach::covered).unwrap_or_default();
+        let covered = reach
+            .as_deref()
+            .map(crate::reach::covered)
+            .unwrap_or_default();
         for table in Table::ALL {
             let provider = self.ctx.table_provider(table.name()).await.map_err(exec)?;
             if reach.is_some() {

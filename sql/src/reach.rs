@@ -266,14 +266,20 @@ pub(crate) fn steps(
             ),
             inbound = raw("inbound"),
         );
-        p.keep("__reach_inbound", Plan::copies("inbound", "message_id", &keys));
+        p.keep(
+            "__reach_inbound",
+            Plan::copies("inbound", "message_id", &keys),
+        );
         p.view("inbound", "SELECT * FROM __reach_inbound".into());
         let keys = format!(
             "SELECT event_id FROM {} WHERE {}",
             raw("consent"),
             p.dates(0, Some(days(o.opt_out_window_s)))
         );
-        p.keep("__reach_consent", Plan::copies("consent", "event_id", &keys));
+        p.keep(
+            "__reach_consent",
+            Plan::copies("consent", "event_id", &keys),
+        );
         p.view("consent", "SELECT * FROM __reach_consent".into());
     }
     if sends {
@@ -352,7 +358,11 @@ pub(crate) fn steps(
         p.keep("__reach_case_events", events);
         p.view(
             "cases",
-            Plan::copies("cases", "event_id", "SELECT event_id FROM __reach_case_events"),
+            Plan::copies(
+                "cases",
+                "event_id",
+                "SELECT event_id FROM __reach_case_events",
+            ),
         );
     }
     Some(p.steps)
