@@ -531,7 +531,14 @@ fn post_all(s: &Server, batches: &[(&str, &Vec<Value>)]) {
 #[test]
 fn a_bounded_request_sees_outcomes_long_after_the_send() {
     let dir = tempfile::tempdir().expect("tmp");
-    let s = Server::start(dir.path(), &[]);
+    // An old configuration's partition window is accepted, ignored and warned about.
+    let s = Server::start(
+        dir.path(),
+        &[
+            ("CHATLAKE_SQL__PARTITION_LOOKBACK_DAYS", "35"),
+            ("CHATLAKE_SQL__PARTITION_HORIZON_DAYS", "35"),
+        ],
+    );
     let t = BASE + 10 * 3600;
     let sends = vec![
         json!({"message_id": "wamid.late1", "ts": ts(t, 0), "phone": phone(1), "campaign_id": "c",
@@ -582,6 +589,13 @@ fn a_bounded_request_sees_outcomes_long_after_the_send() {
     // The whole lake says the same for that day.
     let whole = get_metrics(&s, &format!("metrics={names}&group_by=day"));
     assert_eq!(whole["rows"], bounded["rows"]);
+    let log = std::fs::read_to_string(&s.log).expect("log");
+    for setting in ["partition_lookback_days", "partition_horizon_days"] {
+        assert!(
+            log.contains(&format!("{setting} is deprecated and ignored")),
+            "no warning for {setting}: {log}"
+        );
+    }
 }
 
 /// Posts a lake of ~80 days whose outcomes often come long after their message (36 to

@@ -11,8 +11,8 @@
 //! When it can go: once a DataFusion release contains the fix of issue 25266 (its
 //! `percentile_cont` interpolating with the full f64 weight), drop the registration in
 //! `engine.rs` and this file; the definitions' `quantile_cont(x, p)` then resolves to
-//! DataFusion's own alias. The test `quantile_cont_is_exact` shows whether that release
-//! is exact: it fails against `percentile_cont` today.
+//! DataFusion's own alias. The test `quantile_cont_is_exact` tells: it checks that
+//! `percentile_cont` still differs, and fails once a DataFusion upgrade makes it exact.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, ListArray, RecordBatch};
 use datafusion::arrow::buffer::OffsetBuffer;
@@ -185,6 +185,53 @@ pub fn linear_quantile(sorted: &[f64], p: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::linear_quantile;
+
+    /// `quantile_cont` in a session of the engine is ours and exact, where DataFusion's
+    /// `percentile_cont` truncates the weight. When the second assertion fails,
+    /// DataFusion has fixed issue 25266: remove this module and its registration.
+    #[tokio::test]
+    async fn quantile_cont_is_exact() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        crate::engine::register_portable_functions(&ctx);
+        // Ten irregular values: h = 9 · 0.9 = 8.1, a weight of 0.1 (0.099999 truncated).
+        let xs: Vec<f64> = (0..10_i32)
+            .map(|i| f64::from(i * i * 7919 + 13) * 1.125)
+            .collect();
+        let values = xs
+            .iter()
+            .map(|x| format!("({x:?})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT quantile_cont(x, 0.9) AS ours, quantile_cont(x, 0.5) AS median, \
+             percentile_cont(0.9) WITHIN GROUP (ORDER BY x) AS theirs \
+             FROM (VALUES {values}) AS t(x)"
+        );
+        let batches = ctx
+            .sql(&sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        let col = |name: &str| {
+            use datafusion::arrow::array::AsArray;
+            batches[0]
+                .column_by_name(name)
+                .expect(name)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(0)
+        };
+        let mut sorted = xs.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(Some(col("ours")), linear_quantile(&sorted, 0.9));
+        assert_eq!(Some(col("median")), linear_quantile(&sorted, 0.5));
+        assert_ne!(
+            col("theirs"),
+            col("ours"),
+            "DataFusion's percentile_cont is exact now: quantile.rs can go"
+        );
+    }
 
     #[test]
     fn interpolates_between_the_closest_ranks() {
