@@ -493,3 +493,518 @@ fn files_flushed_after_a_query_are_seen_by_the_next() {
         ]
     );
 }
+
+const DAY: i64 = 86_400;
+
+/// A time `ms` milliseconds after the epoch, as the API takes it.
+fn ts_ms(ms: i64) -> String {
+    ts(ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// The date of a Unix time, `YYYY-MM-DD` (UTC).
+fn day_of(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .expect("ts")
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+fn post_all(s: &Server, batches: &[(&str, &Vec<Value>)]) {
+    for (table, rows) in batches {
+        for chunk in rows.chunks(2000) {
+            let body = Value::Array(chunk.to_vec()).to_string();
+            let resp = post_events(s, table, &body);
+            assert_eq!(
+                resp.status(),
+                202,
+                "{table}: {}",
+                resp.text().unwrap_or_default()
+            );
+        }
+    }
+    s.flush();
+}
+
+/// Outcomes count toward the day their message was sent whenever they come: a
+/// `read` 41 days after the send and an order naming the send in `utm_content` 60 days
+/// after it count in a request for the send's day alone, as they do over the whole lake.
+#[test]
+fn a_bounded_request_sees_outcomes_long_after_the_send() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // An old configuration's partition window is accepted, ignored and warned about.
+    let s = Server::start(
+        dir.path(),
+        &[
+            ("CHATLAKE_SQL__PARTITION_LOOKBACK_DAYS", "35"),
+            ("CHATLAKE_SQL__PARTITION_HORIZON_DAYS", "35"),
+        ],
+    );
+    let t = BASE + 10 * 3600;
+    let sends = vec![
+        json!({"message_id": "wamid.late1", "ts": ts(t, 0), "phone": phone(1), "campaign_id": "c",
+               "template": "promo", "category": "marketing"}),
+        json!({"message_id": "wamid.late2", "ts": ts(t + 60, 0), "phone": phone(2), "campaign_id": "c",
+               "template": "promo", "category": "marketing"}),
+    ];
+    let statuses = vec![
+        json!({"message_id": "wamid.late1", "status": "delivered", "ts": ts(t + 5, 0), "phone": phone(1)}),
+        json!({"message_id": "wamid.late2", "status": "delivered", "ts": ts(t + 65, 0), "phone": phone(2)}),
+        json!({"message_id": "wamid.late1", "status": "read", "ts": ts(t + 41 * DAY, 0), "phone": phone(1)}),
+    ];
+    // Another buyer (a forwarded link): explicit attribution has no window.
+    let orders = vec![
+        json!({"order_id": "late-o1", "ts": ts(t + 60 * DAY, 0), "phone": phone(9),
+        "total": 30.0, "currency": "EUR", "utm_content": "wamid.late1"}),
+    ];
+    post_all(
+        &s,
+        &[
+            ("sends", &sends),
+            ("statuses", &statuses),
+            ("orders", &orders),
+        ],
+    );
+    let day = day_of(t);
+    let names = "sent,delivered,read,read_rate,attributed_orders,attributed_revenue,rps,aov";
+    let bounded = get_metrics(
+        &s,
+        &format!("metrics={names}&group_by=day&from={day}&to={day}"),
+    );
+    let row = &bounded["rows"][0];
+    assert_eq!(
+        bounded["rows"].as_array().map(Vec::len),
+        Some(1),
+        "{bounded}"
+    );
+    assert_eq!(row["day"], day);
+    assert_eq!(row["sent"], 2, "{row}");
+    assert_eq!(row["read"], 1, "the read 41 days later counts: {row}");
+    assert_eq!(row["read_rate"], 0.5, "{row}");
+    assert_eq!(
+        row["attributed_orders"], 1,
+        "the order 60 days later: {row}"
+    );
+    assert_eq!(row["attributed_revenue"], json!({"EUR": 30.0}), "{row}");
+    assert_eq!(row["rps"], json!({"EUR": 15.0}), "{row}");
+    // The whole lake says the same for that day.
+    let whole = get_metrics(&s, &format!("metrics={names}&group_by=day"));
+    assert_eq!(whole["rows"], bounded["rows"]);
+    let log = std::fs::read_to_string(&s.log).expect("log");
+    for setting in ["partition_lookback_days", "partition_horizon_days"] {
+        assert!(
+            log.contains(&format!("{setting} is deprecated and ignored")),
+            "no warning for {setting}: {log}"
+        );
+    }
+}
+
+/// Posts a lake of ~80 days whose outcomes often come long after their message (36 to
+/// 80 days: reads, clicks, quotes, utm_content orders, case resolutions), with copies
+/// of events that disagree on their time, carts updated on later days and reminders days
+/// apart. Returns the first day.
+fn post_long_tail_lake(s: &Server) -> i64 {
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut sends, mut statuses, mut clicks, mut inbound) = (vec![], vec![], vec![], vec![]);
+    let (mut consent, mut orders, mut carts, mut cases) = (vec![], vec![], vec![], vec![]);
+    let (mut later_sends, mut later_orders, mut later_carts) = (vec![], vec![], vec![]);
+    fn outcome_delay(r: &mut Rng) -> i64 {
+        if r.chance(0.2) {
+            r.int(36 * DAY, 80 * DAY)
+        } else {
+            r.int(5, 2 * DAY)
+        }
+    }
+    let n = 700;
+    let mut sent: Vec<(String, i64, i64)> = Vec::new();
+    for i in 0..n {
+        let at = BASE + r.int(0, 70 * DAY);
+        let p = r.int(0, 90);
+        let id = format!("wamid.l{i}");
+        let send = json!({"message_id": id, "ts": ts(at, 0), "phone": phone(p),
+            "campaign_id": format!("c{}", i % 3), "template": "promo", "category": "marketing"});
+        if r.chance(0.04) {
+            // A later copy of the send at another time: the first copy wins.
+            let mut copy = send.clone();
+            copy["ts"] = json!(ts(at + r.int(-5 * DAY, 5 * DAY), 0));
+            later_sends.push(copy);
+        }
+        sends.push(send);
+        if r.chance(0.85) {
+            statuses.push(json!({"message_id": id, "status": "delivered", "ts": ts(at + r.int(1, 600), 0), "phone": phone(p)}));
+            if r.chance(0.6) {
+                statuses.push(json!({"message_id": id, "status": "read", "ts": ts(at + outcome_delay(&mut r), 0), "phone": phone(p)}));
+            }
+            if r.chance(0.3) {
+                clicks.push(json!({"click_id": format!("lk{i}"), "message_id": id,
+                    "ts": ts(at + outcome_delay(&mut r), 0), "phone": phone(p), "url": "https://shop.example/p"}));
+            }
+        } else if r.chance(0.6) {
+            let code = if r.chance(0.4) { 131050 } else { 131026 };
+            statuses.push(json!({"message_id": id, "status": "failed", "ts": ts(at + r.int(1, 60), 0), "phone": phone(p), "error_code": code}));
+        }
+        if r.chance(0.3) {
+            let when = if r.chance(0.2) {
+                at + r.int(36 * DAY, 70 * DAY)
+            } else {
+                at + r.int(1, 30 * 3600)
+            };
+            let text = if r.chance(0.08) { "STOP" } else { "ok" };
+            let mut m = json!({"message_id": format!("wamid.li{i}"), "ts": ts(when, 0), "phone": phone(p), "type": "text", "text": text});
+            if r.chance(0.4) {
+                m["context_message_id"] = json!(if r.chance(0.25) && !sent.is_empty() {
+                    sent[r.int(0, sent.len() as i64) as usize].0.clone()
+                } else {
+                    id.clone()
+                });
+            }
+            inbound.push(m);
+        }
+        if r.chance(0.04) {
+            consent.push(json!({"event_id": format!("lc{i}"), "ts": ts(at + r.int(1, 8 * DAY), 0), "phone": phone(p),
+                "action": "opt_out", "scope": if r.chance(0.5) { "marketing" } else { "all" }}));
+        }
+        sent.push((id, at, p));
+    }
+    // Orders by phone (click and view attribution), some naming a send in utm_content up
+    // to 75 days after it, some updated later.
+    for k in 0..400 {
+        let p = r.int(0, 90);
+        let at = BASE + r.int(0, 80 * DAY);
+        let mut o = json!({"order_id": format!("lo{k}"), "ts": ts(at, 0), "phone": phone(p),
+            "total": (r.int(1000, 20000) as f64) / 100.0, "currency": if r.chance(0.7) { "EUR" } else { "BRL" }});
+        if r.chance(0.3) {
+            let (id, st, _) = &sent[r.int(0, n) as usize];
+            o["utm_content"] = json!(id);
+            o["ts"] = json!(ts(st + r.int(-DAY, 75 * DAY), 0));
+        }
+        if r.chance(0.04) {
+            o["cancelled"] = json!(true);
+        }
+        if r.chance(0.1) {
+            let mut u = o.clone();
+            u["updated_at"] = json!(ts(at + 7200, 0));
+            u["total"] = json!(2.5);
+            later_orders.push(u);
+        }
+        orders.push(o);
+    }
+    // Carts: reminders up to 12 days apart; the checkout updated days later (a copy with
+    // a later ts: the first copy wins).
+    for j in 0..60 {
+        let p = r.int(0, 90);
+        let cart = format!("lcart{j}");
+        let cart_ts = BASE + r.int(0, 65 * DAY);
+        carts.push(json!({"cart_id": cart, "ts": ts(cart_ts, 0), "phone": phone(p), "value": 50.0, "currency": "EUR"}));
+        if r.chance(0.3) {
+            later_carts.push(json!({"cart_id": cart, "ts": ts(cart_ts + r.int(DAY, 4 * DAY), 0), "phone": phone(p), "value": 55.0, "currency": "EUR"}));
+        }
+        let first = cart_ts + r.int(600, 2 * DAY);
+        let mut st = first;
+        for step in 1..=r.int(1, 4) {
+            let id = format!("wamid.lcart{j}-{step}");
+            sends.push(json!({"message_id": id, "ts": ts(st, 0), "phone": phone(p), "campaign_id": "cart",
+                "template": "cart_reminder", "category": "marketing", "cart_id": cart, "step": step}));
+            st += r.int(3600, 12 * DAY);
+        }
+        if r.chance(0.5) {
+            let mut o = json!({"order_id": format!("lco{j}"), "ts": ts(first + r.int(60, 8 * DAY), 0), "phone": phone(p),
+                "total": 50.0, "currency": "EUR"});
+            if r.chance(0.7) {
+                o["cart_id"] = json!(cart);
+            }
+            orders.push(o);
+        }
+    }
+    // Support cases: responses and resolutions up to 60 days after opening.
+    for c in 0..120 {
+        let opened = BASE + r.int(0, 70 * DAY);
+        let case = format!("lcase{c}");
+        let p = r.int(0, 90);
+        let mut ev = |id: &str, event: &str, at: i64, actor: &str, csat: Option<i64>| {
+            cases.push(
+                json!({"event_id": format!("{case}-{id}"), "case_id": case, "event": event,
+                "ts": ts(at, 0), "phone": phone(p), "actor": actor, "csat": csat}),
+            );
+        };
+        ev("o", "opened", opened, "customer", None);
+        let late = |r: &mut Rng| {
+            if r.chance(0.25) {
+                r.int(36 * DAY, 60 * DAY)
+            } else {
+                r.int(60, 30 * 3600)
+            }
+        };
+        if r.chance(0.9) {
+            let at = opened + late(&mut r);
+            ev(
+                "f",
+                "first_response",
+                at,
+                if r.chance(0.5) { "bot" } else { "agent" },
+                None,
+            );
+        }
+        if r.chance(0.2) {
+            ev("h", "handoff", opened + 30, "bot", None);
+        }
+        if r.chance(0.8) {
+            let at = opened + late(&mut r);
+            let csat = r.chance(0.6).then(|| r.int(1, 6));
+            ev("r", "resolved", at, "bot", csat);
+            if r.chance(0.2) {
+                ev("x", "reopened", at + 600, "customer", None);
+            }
+        }
+    }
+    post_all(
+        s,
+        &[
+            ("sends", &sends),
+            ("statuses", &statuses),
+            ("clicks", &clicks),
+            ("inbound", &inbound),
+            ("consent", &consent),
+            ("orders", &orders),
+            ("carts", &carts),
+            ("cases", &cases),
+        ],
+    );
+    // Posted after the first copies, so they arrive later and lose every dedupe but
+    // orders' (the later updated_at wins).
+    post_all(
+        s,
+        &[
+            ("sends", &later_sends),
+            ("orders", &later_orders),
+            ("carts", &later_carts),
+        ],
+    );
+    BASE
+}
+
+/// Every metric of the catalog, grouped by day (and campaign where it has one), for a
+/// range equals the same metrics over the whole lake for the range's days.
+#[test]
+fn bounded_requests_equal_the_whole_lake_for_their_days() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Server::start(dir.path(), &[]);
+    let first = post_long_tail_lake(&s);
+    let catalog = client()
+        .get(s.url("/v1/metrics/catalog"))
+        .bearer_auth(ANALYST)
+        .send()
+        .expect("catalog")
+        .json::<Value>()
+        .expect("json");
+    let metrics = catalog["metrics"].as_array().expect("metrics");
+    let mut by_campaign = Vec::new();
+    let mut by_day = Vec::new();
+    for m in metrics {
+        let name = m["name"].as_str().expect("name").to_owned();
+        let dims = m["dimensions"].as_array().expect("dimensions");
+        if dims.iter().any(|d| d == "campaign_id") {
+            by_campaign.push(name);
+        } else {
+            by_day.push(name);
+        }
+    }
+    assert!(by_campaign.len() + by_day.len() >= 35 && !by_day.is_empty());
+    let groups = [
+        (by_campaign.join(","), "day,campaign_id"),
+        (by_day.join(","), "day"),
+    ];
+    let d = |n: i64| day_of(first + n * DAY);
+    // (from, to): one day, a week, the lake's first days, open-ended both ways, a month.
+    let ranges = [
+        (Some(d(5)), Some(d(5))),
+        (Some(d(12)), Some(d(18))),
+        (Some(d(0)), Some(d(1))),
+        (Some(d(40)), None),
+        (None, Some(d(3))),
+        (Some(d(20)), Some(d(49))),
+    ];
+    let in_range = |day: &str, from: &Option<String>, to: &Option<String>| {
+        from.as_deref().is_none_or(|f| day >= f) && to.as_deref().is_none_or(|t| day <= t)
+    };
+    let mut compared = 0;
+    for (names, group_by) in &groups {
+        let whole = get_metrics(&s, &format!("metrics={names}&group_by={group_by}"));
+        let whole = whole["rows"].as_array().expect("rows").clone();
+        for (from, to) in &ranges {
+            let mut q = format!("metrics={names}&group_by={group_by}");
+            if let Some(f) = from {
+                q.push_str(&format!("&from={f}"));
+            }
+            if let Some(t) = to {
+                q.push_str(&format!("&to={t}"));
+            }
+            let bounded = get_metrics(&s, &q);
+            let bounded = bounded["rows"].as_array().expect("rows");
+            let want: Vec<&Value> = whole
+                .iter()
+                .filter(|r| in_range(r["day"].as_str().unwrap_or(""), from, to))
+                .collect();
+            assert!(!want.is_empty(), "{q}: no rows to compare");
+            assert_eq!(bounded.len(), want.len(), "{q}: groups");
+            for (b, w) in bounded.iter().zip(&want) {
+                let (b, w) = (b.as_object().expect("row"), w.as_object().expect("row"));
+                assert_eq!(b.len(), w.len(), "{q}");
+                for (k, v) in w.iter() {
+                    compared += 1;
+                    assert!(
+                        close(&b[k], v),
+                        "{q}: {} {:?} {k}: bounded {} vs whole lake {v}",
+                        w["day"],
+                        w.get("campaign_id"),
+                        b[k]
+                    );
+                }
+            }
+        }
+    }
+    assert!(compared > 2000, "{compared}");
+}
+
+/// The expected quantiles of `groups` (day → metric → durations in µs), computed by
+/// numpy: `numpy.percentile(method="linear")` of the durations in seconds (as chatlake
+/// divides them: f64 µs / 1e6), and, to show that the workload can tell, the same
+/// with DataFusion 55's interpolation weight truncated to six decimals.
+const NUMPY_QUANTILES: &str = r#"
+import json, math, sys
+import numpy as np
+groups = json.load(sys.stdin)
+out = {}
+def truncated(x, p):
+    x = np.sort(x)
+    idx = p * (len(x) - 1)
+    lo, hi = math.floor(idx), math.ceil(idx)
+    if lo == hi:
+        return float(x[lo])
+    w = int((idx - lo) * 1e6) / 1e6
+    return float(x[lo] + (x[hi] - x[lo]) * w)
+for day, metrics in groups.items():
+    row = out.setdefault(day, {})
+    for name, micros in metrics.items():
+        x = np.array(micros, dtype=np.int64).astype(np.float64) / 1e6
+        for suffix, q in (("median", 50), ("p90", 90)):
+            row[f"{name}_{suffix}"] = float(np.percentile(x, q, method="linear"))
+            row[f"{name}_{suffix}:truncated"] = truncated(x, q / 100)
+print(json.dumps(out))
+"#;
+
+/// Medians and p90s are exact with linear interpolation: groups of 10, 150 and 200
+/// cases and carts with irregular durations of up to a month (in ms), compared with
+/// numpy to 1e-12 relative.
+#[test]
+fn quantiles_are_exact_as_numpy_computes_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Server::start(dir.path(), &[]);
+    let mut r = Rng(0x51ed_2701_b3c4_9a5f);
+    let (mut cases, mut sends, mut carts, mut orders) = (vec![], vec![], vec![], vec![]);
+    let mut groups = serde_json::Map::new();
+    let mut k = 0;
+    for (d, n) in [10, 150, 200].into_iter().enumerate() {
+        let day0_ms = (BASE + d as i64 * DAY) * 1000;
+        let (mut frt, mut res, mut rec) = (vec![], vec![], vec![]);
+        for _ in 0..n {
+            k += 1;
+            let p = k % 500;
+            let case = format!("qcase{k}");
+            let opened = day0_ms + r.int(0, DAY * 1000);
+            let first = r.int(1, 2_600_000_000);
+            let resolved = first + r.int(1, 400_000_000);
+            for (id, event, at) in [
+                ("o", "opened", opened),
+                ("f", "first_response", opened + first),
+                ("r", "resolved", opened + resolved),
+            ] {
+                cases.push(
+                    json!({"event_id": format!("{case}-{id}"), "case_id": case, "event": event,
+                    "ts": ts_ms(at), "phone": phone(p), "actor": "agent"}),
+                );
+            }
+            frt.push(first * 1000);
+            res.push(resolved * 1000);
+            // A cart abandoned up to a day before its reminder, recovered within 7 days.
+            let cart = format!("qcart{k}");
+            let reminder = day0_ms + r.int(0, DAY * 1000);
+            let cart_ts = reminder - r.int(1, DAY * 1000);
+            let order = reminder + r.int(1, 7 * DAY * 1000);
+            carts.push(json!({"cart_id": cart, "ts": ts_ms(cart_ts), "phone": phone(p), "value": 10.0, "currency": "EUR"}));
+            sends.push(json!({"message_id": format!("wamid.q{k}"), "ts": ts_ms(reminder), "phone": phone(p),
+                "campaign_id": "cart", "template": "cart_reminder", "category": "marketing", "cart_id": cart, "step": 1}));
+            orders.push(
+                json!({"order_id": format!("qo{k}"), "ts": ts_ms(order), "phone": phone(p),
+                "total": 10.0, "currency": "EUR", "cart_id": cart}),
+            );
+            rec.push((order - cart_ts) * 1000);
+        }
+        groups.insert(
+            day_of(BASE + d as i64 * DAY),
+            json!({"frt": frt, "resolution_time": res, "time_to_recover": rec}),
+        );
+    }
+    post_all(
+        &s,
+        &[
+            ("cases", &cases),
+            ("sends", &sends),
+            ("carts", &carts),
+            ("orders", &orders),
+        ],
+    );
+
+    let mut py = std::process::Command::new(python())
+        .args(["-c", NUMPY_QUANTILES])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    {
+        use std::io::Write;
+        let mut stdin = py.stdin.take().expect("stdin");
+        stdin
+            .write_all(Value::Object(groups.clone()).to_string().as_bytes())
+            .expect("write groups");
+    }
+    let out = py.wait_with_output().expect("python");
+    assert!(
+        out.status.success(),
+        "numpy failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Value = serde_json::from_slice(&out.stdout).expect("numpy json");
+
+    let names = [
+        "frt_median",
+        "frt_p90",
+        "resolution_time_median",
+        "resolution_time_p90",
+        "time_to_recover_median",
+        "time_to_recover_p90",
+    ];
+    let got = get_metrics(&s, &format!("metrics={}&group_by=day", names.join(",")));
+    let rows = got["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), groups.len(), "{got}");
+    let mut truncation_shows = false;
+    for row in rows {
+        let day = row["day"].as_str().expect("day");
+        for n in names {
+            let g = row[n].as_f64().unwrap_or(f64::NAN);
+            let w = want[day][n].as_f64().expect("numpy figure");
+            assert!(
+                (g - w).abs() <= 1e-12 * w.abs(),
+                "{day} {n}: chatlake {g:?}, numpy {w:?}"
+            );
+            let t = want[day][format!("{n}:truncated")]
+                .as_f64()
+                .expect("truncated");
+            truncation_shows |= (t - w).abs() > 1e-9 * w.abs();
+        }
+    }
+    assert!(
+        truncation_shows,
+        "the workload must tell an exact quantile from a six-decimal interpolation weight"
+    );
+}

@@ -4,4 +4,4 @@
 -- dimensions: 
 -- from: case_units
 -- type: seconds
-percentile_cont(0.5) WITHIN GROUP (ORDER BY frt_secs)
+quantile_cont(frt_secs, 0.5)

@@ -4,4 +4,4 @@
 -- dimensions: 
 -- from: case_units
 -- type: seconds
-percentile_cont(0.9) WITHIN GROUP (ORDER BY resolution_secs)
+quantile_cont(resolution_secs, 0.9)

@@ -4,4 +4,4 @@
 -- dimensions: campaign_id, template, category, experiment_id, arm, segment, country, step
 -- from: cart_units
 -- type: seconds
-percentile_cont(0.9) WITHIN GROUP (ORDER BY recover_secs)
+quantile_cont(recover_secs, 0.9)

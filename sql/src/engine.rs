@@ -129,11 +129,16 @@ fn session(options: &SqlOptions) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-/// The definitions use two functions under the names DuckDB gives them, so that the
+/// The definitions use three functions under the names DuckDB gives them, so that the
 /// same SQL text runs in both engines (the benchmark and analysts rely on it):
-/// `strftime(ts, format)` (DataFusion's `to_char`) and `epoch_us(ts)` (microseconds
-/// since the epoch, as BIGINT).
-fn register_portable_functions(ctx: &SessionContext) {
+/// `strftime(ts, format)` (DataFusion's `to_char`), `epoch_us(ts)` (microseconds
+/// since the epoch, as BIGINT) and `quantile_cont(x, p)` (our exact aggregate,
+/// [`crate::quantile`], in place of DataFusion's alias of its `percentile_cont`, which
+/// truncates the interpolation weight until apache/datafusion issue 25266 is fixed).
+/// Every session the engine creates gets them (`session`, `Engine::prepared`, the
+/// experiment statements), and so does the golden tests' in-memory engine.
+pub(crate) fn register_portable_functions(ctx: &SessionContext) {
+    ctx.register_udaf(crate::quantile::quantile_cont());
     use datafusion::arrow::datatypes::TimeUnit;
     use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
     let to_char = datafusion::functions::datetime::to_char();
@@ -217,7 +222,8 @@ pub struct Engine {
     pub(crate) ctx: SessionContext,
     pub(crate) catalog: Catalog,
     pub(crate) options: SqlOptions,
-    /// Whether the tables have real `date=` partitions to prune.
+    /// Whether the tables have real `date=` partitions to prune (else, for the
+    /// in-memory tables, a row's day is `CAST(ts AS DATE)`).
     prunable: bool,
     /// Per view that some unit reads without `*`: the columns the units name, which is
     /// all a metrics request keeps of it in memory ([`Engine::narrowed`]).
@@ -276,6 +282,13 @@ impl Engine {
     }
 
     async fn with_tables(ctx: SessionContext, options: SqlOptions) -> Result<Engine> {
+        for setting in options.deprecated_settings() {
+            tracing::warn!(
+                setting,
+                "[sql] {setting} is deprecated and ignored: /v1/metrics with from/to reads every row \
+                 its metrics can reach, so it needs no partition window; remove the setting"
+            );
+        }
         let catalog = Catalog::load()?;
         check_time_zone(&ctx, &options).await?;
         register_definitions(&ctx, &catalog, &options).await?;
@@ -293,10 +306,11 @@ impl Engine {
     }
 
     /// The session a metrics request runs in. With a range (`from`/`to`), its lake
-    /// tables read only the `date=` partitions in `[from - partition_lookback_days,
-    /// to + partition_horizon_days]`, so the work for a range does not grow with the
-    /// lake's age. The views the requested units read, and a unit other requested units
-    /// read (`attributed_orders` under `message_units`) or that several statements read
+    /// tables are views of the rows the requested units can reach from a cohort in
+    /// the range (`crate::reach`): the same figures for the range as over the whole
+    /// lake, without the whole lake going through the dedupes and joins. The views the
+    /// requested units read, and a unit other requested units read
+    /// (`attributed_orders` under `message_units`) or that several statements read
     /// (`reused`), are computed once into memory:
     /// DataFusion inlines a view at every reference, and the units refer to `v_sends`
     /// up to eight times.
@@ -313,34 +327,11 @@ impl Engine {
         let ctx =
             SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
         register_portable_functions(&ctx);
-        let mut filter = Vec::new();
-        if self.prunable {
-            if let Some(f) = from {
-                let lo = f - chrono::Days::new(self.options.partition_lookback_days);
-                filter.push(format!("date >= DATE '{lo}'"));
-            }
-            if let Some(t) = to {
-                let hi = t + chrono::Days::new(self.options.partition_horizon_days);
-                filter.push(format!("date <= DATE '{hi}'"));
-            }
-        }
-        for table in Table::ALL {
-            let provider = self.ctx.table_provider(table.name()).await.map_err(exec)?;
-            if filter.is_empty() {
-                ctx.register_table(table.name(), provider).map_err(exec)?;
-                continue;
-            }
-            let raw = format!("__lake_{}", table.name());
-            ctx.register_table(raw.as_str(), provider).map_err(exec)?;
-            let sql = format!("SELECT * FROM {raw} WHERE {}", filter.join(" AND "));
-            register_view(&ctx, table.name(), &sql, &self.options).await?;
-        }
         // What is kept in memory counts against the pool (up to half of it); what does
         // not fit stays a view.
         let kept =
             datafusion::execution::memory_pool::MemoryConsumer::new("chatlake materialised views")
                 .register(&self.ctx.runtime_env().memory_pool);
-        let defs = self.planned_definitions_sql(false);
         use crate::catalog::reads;
         // Requested units, and the units they read.
         let mut needed: Vec<&str> = units.to_vec();
@@ -358,6 +349,35 @@ impl Engine {
                 needed.push(u.name.as_str());
             }
         }
+        let date = if self.prunable {
+            "date"
+        } else {
+            "CAST(ts AS DATE)"
+        };
+        let reach = crate::reach::steps(&needed, from, to, date, &self.options);
+        let covered = reach
+            .as_deref()
+            .map(crate::reach::covered)
+            .unwrap_or_default();
+        for table in Table::ALL {
+            let provider = self.ctx.table_provider(table.name()).await.map_err(exec)?;
+            if reach.is_some() {
+                let raw = crate::reach::raw(table.name());
+                ctx.register_table(raw.as_str(), provider.clone())
+                    .map_err(exec)?;
+            }
+            if !covered.contains(&table.name()) {
+                ctx.register_table(table.name(), provider).map_err(exec)?;
+            }
+        }
+        for step in reach.iter().flatten() {
+            if step.keep {
+                self.materialise(&ctx, &kept, &step.name, &step.sql).await?;
+            } else {
+                register_view(&ctx, &step.name, &step.sql, &self.options).await?;
+            }
+        }
+        let defs = self.planned_definitions_sql(false);
         for (name, sql) in &defs {
             let is_view = self.catalog.views.iter().any(|v| &v.name == name);
             let materialise = if is_view {

@@ -251,6 +251,7 @@ impl Engine {
     ) -> Result<ExperimentStats> {
         let ctx =
             SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
+        crate::engine::register_portable_functions(&ctx);
         let url = snapshot.url(lake, file)?;
         ctx.register_parquet(
             "experiment_units",

@@ -17,7 +17,9 @@ pub mod experiment;
 pub mod json;
 pub mod metrics;
 pub mod options;
+pub mod quantile;
 pub mod query;
+pub mod reach;
 pub mod suppressions;
 
 pub use catalog::{Catalog, Metric, MetricType};

@@ -41,13 +41,16 @@ pub struct SqlOptions {
     pub cart_window_s: u64,
     /// First-contact resolution: resolved this long after opened (24 h).
     pub fcr_window_s: u64,
-    /// `/v1/metrics` with `from`: lake partitions dated this many days before `from`
-    /// are still read (earlier messages compete for replies and attribution).
-    pub partition_lookback_days: u64,
-    /// `/v1/metrics` with `to`: outcomes (statuses, clicks, replies, orders, case
-    /// events) dated up to this many days after `to` count. WhatsApp gives up
-    /// delivering after 30 days, so 35 days sees every real outcome.
-    pub partition_horizon_days: u64,
+    /// Deprecated and ignored; accepted so that older config files still load, with a
+    /// warning when the engine opens. A bounded `/v1/metrics` request used to read only
+    /// the partitions this many days before `from`, and
+    /// [`partition_horizon_days`](Self::partition_horizon_days) after `to`, which lost
+    /// later outcomes; it now reads what each definition can reach (`crate::reach`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_lookback_days: Option<u64>,
+    /// Deprecated and ignored, as [`partition_lookback_days`](Self::partition_lookback_days).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_horizon_days: Option<u64>,
     /// Time zone of the `day` / `week` / `month` buckets and of `/v1/metrics`' `from` and
     /// `to` dates: `UTC` (the default), an IANA name such as `Europe/Berlin`, or a fixed
     /// offset such as `+05:30`. Timestamps in the lake stay UTC.
@@ -79,8 +82,8 @@ impl Default for SqlOptions {
             opt_out_window_s: 7 * DAY_S,
             cart_window_s: 7 * DAY_S,
             fcr_window_s: DAY_S,
-            partition_lookback_days: 35,
-            partition_horizon_days: 35,
+            partition_lookback_days: None,
+            partition_horizon_days: None,
             time_zone: "UTC".to_owned(),
             experiment_snapshots: true,
             experiment_refresh_interval_s: 300,
@@ -120,6 +123,18 @@ impl SqlOptions {
             self.time_zone.as_str(),
             "UTC" | "utc" | "Etc/UTC" | "Z" | "+00:00" | ""
         )
+    }
+
+    /// The settings that are set but no longer mean anything (a warning each).
+    pub fn deprecated_settings(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.partition_lookback_days.is_some() {
+            out.push("partition_lookback_days");
+        }
+        if self.partition_horizon_days.is_some() {
+            out.push("partition_horizon_days");
+        }
+        out
     }
 
     /// The `${name}` parameters of the unit definitions.
