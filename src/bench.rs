@@ -278,7 +278,7 @@ async fn ingest(seconds: u64, concurrency: usize, rounds: usize, breakdown: bool
     let rt = crate::Runtime::from_config(config)?;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
-    let (ingestor, router) = crate::build_app(&rt, addr).await?;
+    let (ingestor, _state, router) = crate::build_app(&rt, addr).await?;
     tokio::spawn(async move { axum::serve(l, router).await });
 
     let rounds = rounds.max(1);

@@ -151,7 +151,7 @@ pub(crate) async fn shutdown_signal() {
 pub async fn build_app(
     rt: &Runtime,
     bound: std::net::SocketAddr,
-) -> Result<(Arc<Ingestor>, axum::Router)> {
+) -> Result<(Arc<Ingestor>, Arc<AppState>, axum::Router)> {
     let c = &rt.config;
     // First, so that a `[sql]` setting DataFusion refuses stops the start before
     // anything else is opened or logged.
@@ -216,7 +216,7 @@ pub async fn build_app(
     if let Err(e) = state.sender.resume() {
         tracing::error!(error = %e, "could not resume interrupted send requests");
     }
-    Ok((ingestor, chatlake_api::router(state)))
+    Ok((ingestor, state.clone(), chatlake_api::router(state)))
 }
 
 /// The query engine over this runtime's lake.
@@ -291,7 +291,7 @@ async fn serve(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", rt.config.server.bind))?;
     let addr = listener.local_addr()?;
-    let (ingestor, router) = build_app(&rt, addr).await?;
+    let (ingestor, state, router) = build_app(&rt, addr).await?;
     if rt.config.server.api_keys.is_empty() {
         tracing::warn!(
             "no API keys configured (CHATLAKE_API_KEYS): only /healthz, /metrics and the webhooks answer"
@@ -303,6 +303,8 @@ async fn serve(config: Config) -> Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Background work ends (sends in flight are recorded) before the final flush.
+    state.shutdown().await;
     ingestor.shutdown().await.context("final flush")?;
     tracing::info!(checkpoint = ingestor.checkpoint(), "stopped cleanly");
     Ok(())

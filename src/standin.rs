@@ -56,6 +56,9 @@ pub struct StandinOptions {
     /// body, before any answer: the caller cannot know it was sent.
     #[arg(long, default_value_t = 0)]
     pub drop_every: u64,
+    /// Delay before answering each accepted message, in milliseconds (a slow API).
+    #[arg(long, default_value_t = 0)]
+    pub answer_delay_ms: u64,
 }
 
 struct Standin {
@@ -187,6 +190,9 @@ async fn messages(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(peer.0);
+    }
+    if st.opts.answer_delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(st.opts.answer_delay_ms)).await;
     }
     let mut message = json!({"id": wamid});
     if kind == "template" {

@@ -467,3 +467,41 @@ fn a_call_without_an_answer_is_never_repeated_and_its_status_settles_it() {
     let (_, m) = get_json(&s, "/v1/metrics?metrics=sent,delivered", ANALYST);
     assert_eq!(m["rows"][0]["sent"], 9, "{m}");
 }
+
+#[test]
+fn sigterm_lets_the_calls_in_flight_end_and_records_them() {
+    // Every answer takes 400 ms: at the SIGTERM some calls are in flight.
+    let sim = standin(&["--answer-delay-ms", "400"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let phones: Vec<String> = (40..80).map(number).collect();
+    let id = {
+        let mut s = start_with(
+            dir.path(),
+            &sim,
+            &[
+                ("CHATLAKE_SENDER__RATE_LIMIT_PER_S", "0"),
+                ("CHATLAKE_SENDER__CONCURRENCY", "4"),
+            ],
+        );
+        for p in &phones {
+            opt_in(&s, p);
+        }
+        let v = marketing_send(&s, json!(phones));
+        assert_eq!(v["queued"], 40, "{v}");
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(s.terminate(), Some(0), "a clean stop");
+        v["request_id"].as_str().expect("id").to_owned()
+    };
+    let called = standin_stats(&sim)["calls"].as_u64().expect("calls");
+    assert!(
+        called > 0 && called < 40,
+        "stopped mid-request: {called} calls"
+    );
+    let s = start(dir.path(), &sim);
+    let done = wait_done(&s, &id);
+    assert_eq!(done["unknown"], 0, "no call was cut by the stop: {done}");
+    assert_eq!(done["sent"], 40, "{done}");
+    let stats = standin_stats(&sim);
+    assert_eq!(stats["calls"], 40, "{stats}");
+    assert_eq!(stats["max_per_recipient"], 1, "{stats}");
+}

@@ -223,47 +223,50 @@ pub fn start_refresher(s: Arc<crate::AppState>) {
     }
     // Background work may take longer than a request: 20 query time limits (10 min).
     let limit = std::time::Duration::from_millis(o.query_timeout_ms.saturating_mul(20));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate: start one period after the server.
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let now = s.clock.now();
-            let experiments = match s.experiments.all() {
-                Ok(list) => list,
-                Err(e) => {
-                    tracing::warn!(error = %e, "experiment refresh: could not list the experiments");
-                    continue;
-                }
-            };
-            for e in experiments {
-                let window_us = i64::from(e.window_days) * 86_400 * 1_000_000;
-                if e.ends_at
-                    .is_some_and(|end| end.0.saturating_add(window_us) < now.0)
-                    || !s
-                        .engine
-                        .experiment_requested_within(&e.id, REFRESH_IF_REQUESTED_WITHIN)
-                {
-                    continue;
-                }
-                let started = std::time::Instant::now();
-                match s
-                    .engine
-                    .experiment_stats_within(&query_of(&e, 0), limit)
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::debug!(experiment = %e.id, elapsed_ms = started.elapsed().as_millis() as u64, "experiment snapshot current")
-                    }
-                    Err(err) => {
-                        tracing::warn!(experiment = %e.id, error = %err, "experiment refresh failed; results requests compute their own")
-                    }
-                }
+    let state = s.clone();
+    // The first run one period after the server starts.
+    s.background.every(
+        "experiment snapshot refresh",
+        std::time::Duration::from_secs(every),
+        true,
+        move || refresh_snapshots(state.clone(), limit),
+    );
+}
+
+/// One round of the snapshot refresher.
+async fn refresh_snapshots(s: Arc<crate::AppState>, limit: std::time::Duration) {
+    let now = s.clock.now();
+    let experiments = match s.experiments.all() {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "experiment refresh: could not list the experiments");
+            return;
+        }
+    };
+    for e in experiments {
+        let window_us = i64::from(e.window_days) * 86_400 * 1_000_000;
+        if e.ends_at
+            .is_some_and(|end| end.0.saturating_add(window_us) < now.0)
+            || !s
+                .engine
+                .experiment_requested_within(&e.id, REFRESH_IF_REQUESTED_WITHIN)
+        {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match s
+            .engine
+            .experiment_stats_within(&query_of(&e, 0), limit)
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(experiment = %e.id, elapsed_ms = started.elapsed().as_millis() as u64, "experiment snapshot current")
+            }
+            Err(err) => {
+                tracing::warn!(experiment = %e.id, error = %err, "experiment refresh failed; results requests compute their own")
             }
         }
-    });
+    }
 }
 
 /// The result of EXPERIMENTS.md "What a result looks like" from an experiment's

@@ -7,6 +7,7 @@
 //! `chatlake_send::Sender`.
 
 pub mod auth;
+pub mod background;
 mod consent;
 pub mod error;
 pub mod experiments;
@@ -69,9 +70,14 @@ pub struct AppState {
     /// The clock of the sender, the ledger and the suppression list (the system clock
     /// unless a test clock was explicitly allowed).
     pub clock: Arc<Clock>,
+    /// The refreshers: owned by the server, stopped by [`AppState::shutdown`].
+    pub background: background::Background,
     /// Recently seen `X-Shopify-Webhook-Id`s (redeliveries are answered, not landed).
     shopify_seen: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
+
+/// How long a shutdown waits for Cloud API calls in flight to end (and be recorded).
+const SEND_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What [`AppState::new`] is built from.
 pub struct Parts {
@@ -148,8 +154,18 @@ impl AppState {
             suppression_options: p.suppressions,
             suppressions: std::sync::RwLock::new(Arc::default()),
             clock: p.clock,
+            background: background::Background::default(),
             shopify_seen: Mutex::new((HashSet::new(), VecDeque::new())),
         }))
+    }
+
+    /// Stops the background work once the server no longer accepts requests: the
+    /// refreshers stop, and the sender claims no new recipient and waits (up to 20 s)
+    /// for its calls in flight to end and be recorded, so none is left `calling`. The
+    /// caller flushes ingest afterwards.
+    pub async fn shutdown(&self) {
+        self.background.shutdown().await;
+        self.sender.shutdown(SEND_GRACE).await;
     }
 }
 
@@ -324,14 +340,11 @@ async fn land(
             _ => None,
         })
         .collect();
-    let settled = if callbacks.is_empty() {
-        Vec::new()
-    } else {
-        s.sender.settle(&callbacks)?
-    };
+    if !callbacks.is_empty() {
+        s.sender.settle(&callbacks).await?;
+    }
     let mut events = outcome.events;
     events.extend(mirrors);
-    events.extend(settled);
     s.ingestor.submit(events).await?;
     consent::record(s, &entries)?;
     let mut dead = None;

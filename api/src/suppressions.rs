@@ -118,22 +118,27 @@ pub async fn current(s: &AppState) -> ApiResult<Arc<SuppressionList>> {
     refresh(s).await
 }
 
-/// Recomputes the list every `refresh_interval_s` (0: never).
+/// Recomputes the list every `refresh_interval_s` (0: never), as a task of the
+/// server's [`crate::background::Background`].
 pub fn start_refresher(s: Arc<AppState>) {
     let every = s.suppression_options.refresh_interval_s;
     if every == 0 {
         return;
     }
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = refresh(&s).await {
-                tracing::warn!(error = %e.message, "scheduled suppression refresh failed; the previous list stays in effect");
+    let state = s.clone();
+    s.background.every(
+        "suppression refresh",
+        std::time::Duration::from_secs(every),
+        false,
+        move || {
+            let s = state.clone();
+            async move {
+                if let Err(e) = refresh(&s).await {
+                    tracing::warn!(error = %e.message, "scheduled suppression refresh failed; the previous list stays in effect");
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// `GET /v1/suppressions?format=json|csv`.

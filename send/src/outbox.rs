@@ -355,14 +355,14 @@ impl Outbox {
             .map_err(op("reading intents"))
     }
 
-    /// Settles an `unknown` intent as sent with `wamid` (a status webhook named it);
+    /// An `unknown` intent a status webhook names, with what its `sends` row needs;
     /// `None` when it is not `unknown` (already settled, or no such intent). An intent
-    /// still `calling` is settled too: the sender asks only for calls that ended
-    /// without an answer, whose `unknown` may not be written yet.
-    pub fn settle(&self, intent_id: &str, wamid: &str, now: Ts) -> Result<Option<Settled>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(op("settling an intent"))?;
-        let row = tx
+    /// still `calling` is returned too: the sender asks only for calls that ended
+    /// without an answer, whose `unknown` may not be written yet. Nothing changes until
+    /// [`Outbox::mark_settled`] (after the row is durable).
+    pub fn settlement(&self, intent_id: &str, now: Ts) -> Result<Option<Settled>> {
+        let conn = self.conn();
+        let row = conn
             .query_row(
                 "SELECT i.intent_id, i.phone_hash, i.arm, i.fields, i.not_before, i.request_id,
                         COALESCE(i.called_at, ?2), r.spec
@@ -380,15 +380,10 @@ impl Outbox {
             )
             .optional()
             .map_err(op("settling an intent"))?;
+        drop(conn);
         let Some((intent, request_id, called_at, spec)) = row else {
             return Ok(None);
         };
-        tx.execute(
-            "UPDATE send_intents SET state = 'sent', wamid = ?2 WHERE intent_id = ?1",
-            params![intent_id, wamid],
-        )
-        .map_err(op("settling an intent"))?;
-        tx.commit().map_err(op("settling an intent"))?;
         let intent = with_fields(vec![intent])?.remove(0);
         Ok(Some(Settled {
             spec: serde_json::from_str(&spec).map_err(corrupt(&request_id))?,
@@ -396,6 +391,18 @@ impl Outbox {
             intent,
             called_at: Ts(called_at),
         }))
+    }
+
+    /// Marks a settled intent `sent` with its `wamid`.
+    pub fn mark_settled(&self, intent_id: &str, wamid: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE send_intents SET state = 'sent', wamid = ?2
+                 WHERE intent_id = ?1 AND state IN ('unknown', 'calling')",
+                params![intent_id, wamid],
+            )
+            .map_err(op("settling an intent"))?;
+        Ok(())
     }
 
     /// Requests and intents moved from an older data dir's `chatlake.db`, without
@@ -570,14 +577,15 @@ mod tests {
         assert_eq!(s.send_progress("nope").expect("progress"), None);
         // A status webhook naming the unknown intent settles it, once.
         let settled = s
-            .settle("r1/1", "wamid.2", Ts(50))
+            .settlement("r1/1", Ts(50))
             .expect("settle")
             .expect("was unknown");
         assert_eq!(settled.called_at, Ts(9));
         assert_eq!(settled.intent.fields.step, Some(1));
         assert_eq!(settled.spec, spec());
-        assert_eq!(s.settle("r1/1", "wamid.2", Ts(51)).expect("settle"), None);
-        assert_eq!(s.settle("r1/0", "wamid.x", Ts(51)).expect("settle"), None);
+        s.mark_settled("r1/1", "wamid.2").expect("mark");
+        assert_eq!(s.settlement("r1/1", Ts(51)).expect("settle"), None);
+        assert_eq!(s.settlement("r1/0", Ts(51)).expect("settle"), None);
         let p = s.send_progress("r1").expect("progress").expect("exists");
         assert_eq!((p.sent, p.unknown), (2, 0));
     }

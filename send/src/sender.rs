@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use tokio::task::JoinSet;
 
 /// A boxed future (the [`Sink`] is a trait object).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -90,6 +91,10 @@ pub struct Sender {
     recent: Mutex<HashMap<String, Vec<Ts>>>,
     /// Requests whose worker runs.
     workers: Mutex<HashSet<String>>,
+    /// The workers' tasks, owned here so that [`Sender::shutdown`] can wait for them.
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// Set by [`Sender::shutdown`]: claim no one new.
+    stop: tokio::sync::watch::Sender<bool>,
     /// Calls without an answer and the status webhooks that name intents.
     callbacks: Mutex<Callbacks>,
 }
@@ -131,6 +136,8 @@ impl Sender {
             clock: p.clock,
             recent: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashSet::new()),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+            stop: tokio::sync::watch::channel(false).0,
             callbacks: Mutex::new(callbacks),
         })
     }
@@ -331,10 +338,11 @@ impl Sender {
     }
 
     /// Settles `unknown` intents that status webhooks name: `(biz_opaque_callback_data,
-    /// wamid)` pairs. Returns the `sends` events of those settled (for the caller to
-    /// land); a callback that names no unknown intent is ignored.
-    pub fn settle(&self, statuses: &[(&str, &str)]) -> Result<Vec<Event>> {
-        let mut out = Vec::new();
+    /// wamid)` pairs. Each settled send's `sends` row is made durable first, then the
+    /// intent is marked `sent` (a crash in between leaves it `unknown`, and the next
+    /// status settles it; the view keeps one row per `wamid`). A callback that names
+    /// no unknown intent is remembered for a call that has not ended yet.
+    pub async fn settle(&self, statuses: &[(&str, &str)]) -> Result<()> {
         for (callback, wamid) in statuses {
             {
                 let mut c = lock(&self.callbacks);
@@ -355,25 +363,24 @@ impl Sender {
                     continue;
                 }
             }
-            if let Some(s) = self.outbox.settle(callback, wamid, self.clock.now())? {
+            if let Some(s) = self.outbox.settlement(callback, self.clock.now())? {
+                let row = send_event(&s.spec, &s.intent, (*wamid).to_owned(), s.called_at);
+                self.sink.record(vec![row]).await?;
+                self.outbox.mark_settled(callback, wamid)?;
                 tracing::info!(intent = %callback, "a status webhook settled an unknown send as sent");
-                out.push(send_event(
-                    &s.spec,
-                    &s.intent,
-                    (*wamid).to_owned(),
-                    s.called_at,
-                ));
             }
             lock(&self.callbacks).unknown.remove(*callback);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Starts (or resumes) the worker of one request.
     fn spawn_worker(self: &Arc<Self>, request_id: String) {
         lock(&self.workers).insert(request_id.clone());
         let me = self.clone();
-        tokio::spawn(async move {
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {} // reap the ended ones
+        tasks.spawn(async move {
             if let Err(e) = me.work(&request_id).await {
                 tracing::error!(request_id, error = %e, "send worker stopped; it resumes after a restart");
             }
@@ -381,11 +388,29 @@ impl Sender {
         });
     }
 
+    /// Stops the workers: no recipient is claimed any more, and the calls in flight
+    /// end and are recorded (up to `grace`; a call still running then is cut, and its
+    /// intent becomes `unknown` at the next start). Pending intents resume after a
+    /// restart.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.stop.send_replace(true);
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        let all = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                "send calls still in flight after the shutdown grace; they are unknown at the next start"
+            );
+        }
+    }
+
     /// Sends a request's pending intents, keeping up to `concurrency` Cloud API calls
-    /// in flight. Intents are claimed (marked `calling`, durably) before their calls,
-    /// in batches when no rate limit paces them, and the outcomes of the calls that
-    /// have ended are recorded together, so one disk sync of the outbox covers many
-    /// sends; each send's lake event is in the WAL before its outcome is recorded.
+    /// in flight. Intents are claimed (marked `calling`, durably) before their calls:
+    /// without a rate limit in batches that fill the free places, with one a single
+    /// intent per slot of the limiter once that slot has come (so a crash leaves no one
+    /// claimed who was not being called) — while the next slot is awaited, the calls
+    /// that end are recorded, so the limit and the calls in flight pace the sends
+    /// together. The outcomes of the calls that have ended are recorded in one outbox
+    /// transaction; each send's lake event is in the WAL before its outcome is.
     async fn work(self: &Arc<Self>, request_id: &str) -> Result<()> {
         let Some(client) = self.cloud.clone() else {
             return Ok(());
@@ -395,42 +420,68 @@ impl Sender {
         };
         let spec = Arc::new(spec);
         let width = self.concurrency;
-        let mut calls = tokio::task::JoinSet::new();
-        let mut done: Vec<Finished> = Vec::new();
-        let mut failure: Option<Error> = None;
-        loop {
-            if !done.is_empty() {
-                self.outbox.finish_intents(&done)?;
-                done.clear();
+        let mut calls: JoinSet<Result<Finished>> = JoinSet::new();
+        let mut ended = Ended::default();
+        let mut stop = self.stop.subscribe();
+        // A slot of the rate limit, reserved and awaited across turns of the loop.
+        let mut slot: Option<BoxFuture<'_, ()>> = None;
+        let spawn = |calls: &mut JoinSet<Result<Finished>>, intents: Vec<Intent>| {
+            for intent in intents {
+                let (me, client, spec) = (self.clone(), client.clone(), spec.clone());
+                let request_id = request_id.to_owned();
+                calls.spawn(async move { me.call(&client, &request_id, &spec, intent).await });
             }
-            // Claim only recipients whose call can start now: with a rate limit, one
-            // per slot once the slot has come, so a crash leaves no one claimed who was
-            // not being called; without one, as many as there is room for.
-            if failure.is_none()
+        };
+        loop {
+            if !ended.done.is_empty() {
+                self.outbox.finish_intents(&ended.done)?;
+                ended.done.clear();
+            }
+            let stopping = *stop.borrow();
+            let can_claim = ended.failure.is_none()
+                && !stopping
                 && calls.len() < width
                 && self
                     .outbox
                     .next_due(request_id)?
-                    .is_some_and(|d| d <= self.clock.now())
-            {
-                let limit = if client.rate_limited() {
-                    1
+                    .is_some_and(|d| d <= self.clock.now());
+            if can_claim && !client.rate_limited() {
+                let claimed =
+                    self.outbox
+                        .claim_intents(request_id, self.clock.now(), width - calls.len())?;
+                spawn(&mut calls, claimed);
+            } else if can_claim {
+                let pending = slot.get_or_insert_with(|| Box::pin(client.take_slot()));
+                let mut slot_came = false;
+                if calls.is_empty() {
+                    pending.as_mut().await;
+                    slot_came = true;
                 } else {
-                    width - calls.len()
-                };
-                client.take_slot().await;
-                for intent in self
-                    .outbox
-                    .claim_intents(request_id, self.clock.now(), limit)?
-                {
-                    let (me, client, spec) = (self.clone(), client.clone(), spec.clone());
-                    let request_id = request_id.to_owned();
-                    calls.spawn(async move { me.call(&client, &request_id, &spec, intent).await });
+                    tokio::select! {
+                        () = pending.as_mut() => slot_came = true,
+                        r = calls.join_next() => {
+                            if let Some(r) = r {
+                                ended.take(r);
+                            }
+                        }
+                    }
                 }
+                if slot_came {
+                    slot = None;
+                    let claimed = self.outbox.claim_intents(request_id, self.clock.now(), 1)?;
+                    spawn(&mut calls, claimed);
+                }
+                while let Some(r) = calls.try_join_next() {
+                    ended.take(r);
+                }
+                continue;
             }
             if calls.is_empty() {
-                if let Some(e) = failure {
+                if let Some(e) = ended.failure {
                     return Err(e);
+                }
+                if stopping {
+                    return Ok(()); // the rest resumes after a restart
                 }
                 match self.outbox.next_due(request_id)? {
                     None => return Ok(()),
@@ -438,29 +489,20 @@ impl Sender {
                         // Deferred (quiet hours): wait until the earliest is due, a
                         // second at a time (a test clock may move meanwhile).
                         let wait = (due.0 - self.clock.now().0).clamp(1_000, 1_000_000);
-                        tokio::time::sleep(std::time::Duration::from_micros(wait as u64)).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(std::time::Duration::from_micros(wait as u64)) => {}
+                            _ = stop.wait_for(|s| *s) => {}
+                        }
                         continue;
                     }
                 }
             }
             // Wait for one call to end, then take every other that has ended too.
-            let mut take =
-                |r: std::result::Result<Result<Finished>, tokio::task::JoinError>| match r {
-                    Ok(Ok(f)) => done.push(f),
-                    Ok(Err(e)) => failure = failure.take().or(Some(e)),
-                    Err(e) => {
-                        failure = failure.take().or(Some(Error::Record {
-                            kind: ErrorKind::Internal,
-                            code: "internal",
-                            message: format!("a send call stopped: {e}"),
-                        }))
-                    }
-                };
             if let Some(r) = calls.join_next().await {
-                take(r);
+                ended.take(r);
             }
             while let Some(r) = calls.try_join_next() {
-                take(r);
+                ended.take(r);
             }
         }
     }
@@ -543,6 +585,31 @@ impl Sender {
                     intent_id: intent.intent_id,
                     outcome: Outcome::Unknown,
                 })
+            }
+        }
+    }
+}
+
+/// The calls of a worker that have ended, not yet recorded, and the first failure.
+#[derive(Default)]
+struct Ended {
+    done: Vec<Finished>,
+    failure: Option<Error>,
+}
+
+impl Ended {
+    fn take(&mut self, r: std::result::Result<Result<Finished>, tokio::task::JoinError>) {
+        match r {
+            Ok(Ok(f)) => self.done.push(f),
+            Ok(Err(e)) => {
+                self.failure.get_or_insert(e);
+            }
+            Err(e) => {
+                self.failure.get_or_insert(Error::Record {
+                    kind: ErrorKind::Internal,
+                    code: "internal",
+                    message: format!("a send call stopped: {e}"),
+                });
             }
         }
     }

@@ -77,6 +77,7 @@ pub fn start_with(dir: &std::path::Path, st: &Standin, extra: &[(&str, &str)]) -
 }
 
 pub fn wait_done(s: &Server, id: &str) -> Value {
+    let mut last = Value::Null;
     for _ in 0..400 {
         let v: Value = client()
             .get(s.url(&format!("/v1/sends/{id}")))
@@ -88,9 +89,10 @@ pub fn wait_done(s: &Server, id: &str) -> Value {
         if v["state"] == "done" {
             return v;
         }
+        last = v;
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("send {id} did not finish");
+    panic!("send {id} did not finish: {last}");
 }
 
 pub fn opt_in(s: &Server, phone: &str) {
