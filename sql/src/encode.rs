@@ -85,10 +85,8 @@ pub struct Encoder {
     state: Option<State>,
 }
 
-fn encode_err(e: impl std::fmt::Display) -> Error {
-    Error::Execute {
-        message: format!("encoding the result: {e}"),
-    }
+fn encode_err(e: impl Into<crate::error::Cause>) -> Error {
+    Error::execute("encoding the result", e)
 }
 
 impl Encoder {

@@ -31,15 +31,15 @@ pub struct LakeLocation {
 impl LakeLocation {
     /// A lake in a local folder (which may not exist yet: then every table is empty).
     pub fn local(root: &std::path::Path) -> Result<LakeLocation> {
-        let open_err = |message: String| Error::OpenLake {
+        let open_err = |source: crate::error::Cause| Error::OpenLake {
             url: root.display().to_string(),
-            message,
+            source,
         };
         let abs = if root.is_absolute() {
             root.to_owned()
         } else {
             std::env::current_dir()
-                .map_err(|e| open_err(e.to_string()))?
+                .map_err(|e| open_err(e.into()))?
                 .join(root)
         };
         let url = Url::from_directory_path(&abs).map_err(|_| open_err("not a folder".into()))?;
@@ -51,18 +51,18 @@ impl LakeLocation {
 
     /// A lake at any URL object_store understands (`file://`, `memory://`, …).
     pub fn from_url(url: &str) -> Result<LakeLocation> {
-        let open_err = |message: String| Error::OpenLake {
+        let open_err = |source: crate::error::Cause| Error::OpenLake {
             url: url.into(),
-            message,
+            source,
         };
-        let mut parsed = Url::parse(url).map_err(|e| open_err(e.to_string()))?;
+        let mut parsed = Url::parse(url).map_err(|e| open_err(e.into()))?;
         if parsed.scheme() == "file" {
             let path = parsed
                 .to_file_path()
                 .map_err(|_| open_err("not an absolute file path".into()))?;
             return LakeLocation::local(&path);
         }
-        let (store, _) = object_store::parse_url(&parsed).map_err(|e| open_err(e.to_string()))?;
+        let (store, _) = object_store::parse_url(&parsed).map_err(|e| open_err(e.into()))?;
         if !parsed.path().ends_with('/') {
             let p = format!("{}/", parsed.path());
             parsed.set_path(&p);
@@ -77,19 +77,17 @@ impl LakeLocation {
         let rel = format!("{}/", chatlake_model::lake::table_dir(table.name()));
         let u = self.url.join(&rel).map_err(|e| Error::OpenLake {
             url: self.url.to_string(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
         ListingTableUrl::parse(u.as_str()).map_err(|e| Error::OpenLake {
             url: u.to_string(),
-            message: e.to_string(),
+            source: e.into(),
         })
     }
 }
 
 fn exec(e: datafusion::error::DataFusionError) -> Error {
-    Error::Execute {
-        message: e.to_string(),
-    }
+    Error::execute("running the query", e)
 }
 
 /// A session with the memory pool, spilling and parallelism of the options.

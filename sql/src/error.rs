@@ -2,6 +2,9 @@
 
 pub use chatlake_model::ErrorKind;
 
+/// The underlying error a failure keeps as its cause (`std::error::Error::source`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors of the sql crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -9,8 +12,12 @@ pub enum Error {
     #[error("the definition `{name}` is broken: {message}")]
     Definition { name: String, message: String },
     /// Opening the lake (its URL or object store) failed.
-    #[error("opening the lake at {url}: {message}")]
-    OpenLake { url: String, message: String },
+    #[error("opening the lake at {url}: {source}")]
+    OpenLake {
+        url: String,
+        #[source]
+        source: Cause,
+    },
     /// A setting of `[sql]` that cannot be used.
     #[error("[sql] {field}: {message}")]
     InvalidOption {
@@ -43,12 +50,26 @@ pub enum Error {
     /// A query ran past the configured time limit and was cancelled.
     #[error("the query ran longer than the configured limit of {limit_ms} ms and was cancelled")]
     Timeout { limit_ms: u64 },
-    /// Executing a query failed for a reason that is not the query's fault.
-    #[error("running the query failed: {message}")]
-    Execute { message: String },
+    /// Executing a query (or what surrounds it: encoding, listing, writing a
+    /// snapshot) failed for a reason that is not the query's fault.
+    #[error("{doing} failed: {source}")]
+    Execute {
+        /// What was being done, e.g. `running the query`.
+        doing: &'static str,
+        #[source]
+        source: Cause,
+    },
 }
 
 impl Error {
+    /// An [`Error::Execute`] while `doing` something, keeping `source` as the cause.
+    pub fn execute(doing: &'static str, source: impl Into<Cause>) -> Error {
+        Error::Execute {
+            doing,
+            source: source.into(),
+        }
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -83,3 +104,28 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_its_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "read-only lake");
+        let e = Error::execute("writing the experiment snapshot", io);
+        assert_eq!(
+            e.to_string(),
+            "writing the experiment snapshot failed: read-only lake"
+        );
+        let cause = std::error::Error::source(&e).expect("a source");
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("the io::Error itself");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        let open = Error::OpenLake {
+            url: "s3://b/p".into(),
+            source: "no credentials".into(),
+        };
+        assert!(std::error::Error::source(&open).is_some());
+    }
+}

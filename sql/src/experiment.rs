@@ -272,11 +272,9 @@ impl Engine {
     async fn lake_version(&self, lake: &LakeLocation, sql: &str) -> Result<String> {
         use futures_util::StreamExt;
         use sha2::Digest;
-        let io = |message: String| Error::Execute {
-            message: format!("listing the lake's files: {message}"),
-        };
-        let root = object_store::path::Path::from_url_path(lake.url.path())
-            .map_err(|e| io(e.to_string()))?;
+        let io = |e: crate::error::Cause| Error::execute("listing the lake's files", e);
+        let root =
+            object_store::path::Path::from_url_path(lake.url.path()).map_err(|e| io(e.into()))?;
         let mut files = Vec::new();
         for table in chatlake_model::Table::ALL {
             let name = table.name();
@@ -294,7 +292,7 @@ impl Engine {
                 let meta = match meta {
                     Ok(m) => m,
                     Err(object_store::Error::NotFound { .. }) => continue,
-                    Err(e) => return Err(io(e.to_string())),
+                    Err(e) => return Err(io(e.into())),
                 };
                 if meta.location.as_ref().ends_with(".parquet") {
                     files.push(format!(
@@ -550,16 +548,13 @@ impl Snapshot {
     fn url(&self, lake: &LakeLocation, file: &str) -> Result<url::Url> {
         lake.url
             .join(&format!("{}/{file}", self.dir))
-            .map_err(|e| Error::Execute {
-                message: format!("the experiment snapshot's path: {e}"),
-            })
+            .map_err(|e| Error::execute("making the experiment snapshot's path", e))
     }
 
     fn path(&self, lake: &LakeLocation, file: &str) -> Result<object_store::path::Path> {
         let url = self.url(lake, file)?;
-        object_store::path::Path::from_url_path(url.path()).map_err(|e| Error::Execute {
-            message: format!("the experiment snapshot's path: {e}"),
-        })
+        object_store::path::Path::from_url_path(url.path())
+            .map_err(|e| Error::execute("making the experiment snapshot's path", e))
     }
 
     /// The snapshot for the lake as it is, and when it was written, if there is one.
@@ -604,9 +599,7 @@ impl Snapshot {
     /// when the snapshot was written.
     async fn publish(&self, lake: &LakeLocation) -> Result<chrono::DateTime<chrono::Utc>> {
         use futures_util::StreamExt;
-        let io = |e: object_store::Error| Error::Execute {
-            message: format!("writing the experiment snapshot: {e}"),
-        };
+        let io = |e: object_store::Error| Error::execute("writing the experiment snapshot", e);
         let name = self.name();
         let (tmp, done) = (self.path(lake, &self.tmp)?, self.path(lake, &name)?);
         lake.store.rename(&tmp, &done).await.map_err(io)?;

@@ -38,9 +38,7 @@ pub(crate) fn map_df_error(e: DataFusionError, options: &SqlOptions) -> Error {
         | DataFusionError::ArrowError(..) => Error::InvalidQuery {
             message: root.to_string(),
         },
-        _ => Error::Execute {
-            message: e.to_string(),
-        },
+        _ => Error::execute("running the query", e),
     }
 }
 

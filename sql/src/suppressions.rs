@@ -118,9 +118,8 @@ impl Engine {
         let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
         for b in &batches {
             let cast = |i: usize| {
-                datafusion::arrow::compute::cast(b.column(i), &micros).map_err(|e| Error::Execute {
-                    message: format!("the suppression list's times: {e}"),
-                })
+                datafusion::arrow::compute::cast(b.column(i), &micros)
+                    .map_err(|e| Error::execute("reading the suppression list's times", e))
             };
             let (since_col, until_col) = (cast(2)?, cast(3)?);
             let since_a = since_col
