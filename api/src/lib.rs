@@ -109,7 +109,7 @@ impl Sink for IngestSink {
                 .map_err(|e| chatlake_send::Error::Record {
                     kind: e.kind(),
                     code: e.code(),
-                    message: e.to_string(),
+                    source: Box::new(e),
                 })
         })
     }

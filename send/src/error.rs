@@ -51,12 +51,14 @@ pub enum Error {
         "the Cloud API token and sending number are not configured (CHATLAKE_WHATSAPP_TOKEN, CHATLAKE_WHATSAPP_PHONE_NUMBER_ID)"
     )]
     NotConfigured,
-    /// Recording events (skips, assignments, sends) durably failed.
-    #[error("recording send events: {message}")]
+    /// Recording events (skips, assignments, sends) durably failed, or a send call's
+    /// task stopped: the kind and code are the cause's own.
+    #[error("recording send events: {source}")]
     Record {
         kind: ErrorKind,
         code: &'static str,
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

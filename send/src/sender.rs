@@ -608,7 +608,7 @@ impl Ended {
                 self.failure.get_or_insert(Error::Record {
                     kind: ErrorKind::Internal,
                     code: "internal",
-                    message: format!("a send call stopped: {e}"),
+                    source: Box::new(e),
                 });
             }
         }
