@@ -1,4 +1,4 @@
-//! Crate dependencies point one way (STYLE.md): a new edge outside this table fails.
+//! Crate dependencies point one way (ARCHITECTURE.md, "Crate map"): a new edge outside this table fails.
 
 mod common;
 

@@ -475,7 +475,7 @@ fn calculators() {
         assert!(v["error"]["code"].is_string());
     }
 
-    // API.md's example: 100/1000 vs 120/1000.
+    // docs/api.md's example: 100/1000 vs 120/1000.
     let (st, v) = post_json(
         &s,
         "/v1/stats/compare",

@@ -1,6 +1,6 @@
 //! The metric layer end to end: a seeded workload posted through the real HTTP ingest,
 //! then every figure of `/v1/metrics` compared with an independent DuckDB
-//! implementation of METRICS.md (`tests/python/metrics_duckdb.py`), plus the SQL
+//! implementation of docs/metrics.md (`tests/python/metrics_duckdb.py`), plus the SQL
 //! endpoint's formats, guard and limits.
 
 mod common;

@@ -143,7 +143,7 @@ fn suppression_list_over_http() {
     let v = refresh(&s, &later);
     assert_eq!(v["counts"].get("recent_purchaser"), None, "{v}");
 
-    // CSV with the header of API.md.
+    // CSV with the header of docs/api.md.
     let r = client()
         .get(s.url("/v1/suppressions?format=csv"))
         .bearer_auth(MARKETER)

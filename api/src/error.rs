@@ -1,4 +1,4 @@
-//! The one place where errors become HTTP statuses and the JSON error body of API.md:
+//! The one place where errors become HTTP statuses and the JSON error body of docs/api.md ("Errors"):
 //! `{"error": {"code": "<snake_case>", "message": "<sentence>"}}`.
 
 use axum::Json;

@@ -1,4 +1,4 @@
-//! The experiment routes of API.md: `POST /v1/experiments`, `GET /v1/experiments`,
+//! The experiment routes of docs/api.md: `POST /v1/experiments`, `GET /v1/experiments`,
 //! `GET /v1/experiments/{id}/results[?cuped=true]`, and the calculators
 //! `POST /v1/stats/compare` and `GET /v1/stats/power` — one code path
 //! ([`chatlake_model::stats::analyse`]) for results and calculator alike.
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-// Defining experiments: analysts and marketers both run them (API.md lists
+// Defining experiments: analysts and marketers both run them (docs/api.md lists
 // "experiments" for both roles), so every route here admits `Readers`.
 
 /// Default significance level and smallest arm that gets a test.
@@ -269,7 +269,7 @@ async fn refresh_snapshots(s: Arc<crate::AppState>, limit: std::time::Duration) 
     }
 }
 
-/// The result of EXPERIMENTS.md "What a result looks like" from an experiment's
+/// The result of docs/experiments.md, "What a result contains", from an experiment's
 /// sufficient statistics: a summary per defined arm (an arm without units has n = 0),
 /// CUPED when asked, [`stats::analyse`], and the extra fields (`currency`,
 /// `window_days`, `status`, `cuped`, `cuped_details`, `notes`). The results route and

@@ -1,4 +1,4 @@
-//! `chatlake-api`: the axum HTTP server of API.md — routes, auth by role, and the one
+//! `chatlake-api`: the axum HTTP server of docs/api.md — routes, auth by role, and the one
 //! error → status mapping ([`error::status_of`]).
 //!
 //! Start reading at [`router`]: every route and the roles it takes (the [`auth::Caller`]
@@ -198,7 +198,7 @@ fn not_configured(what: &'static str) -> ApiError {
     chatlake_ingest::Error::NotConfigured { what }.into()
 }
 
-/// The router with every route of API.md that exists so far.
+/// The router: every route, each documented in docs/api.md (`sql/tests/docs.rs` checks).
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()

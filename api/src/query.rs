@@ -1,4 +1,4 @@
-//! The Query routes of API.md: `GET /v1/metrics`, `GET /v1/metrics/catalog` and
+//! The Query routes of docs/api.md: `GET /v1/metrics`, `GET /v1/metrics/catalog` and
 //! `POST /v1/sql` (streamed in the format `Accept` asks for).
 
 use crate::auth::{Analysts, Caller, Readers};

@@ -1,5 +1,5 @@
-//! Experiments: their definition (API.md `POST /v1/experiments`) and the deterministic
-//! assignment of EXPERIMENTS.md, which any system can reproduce:
+//! Experiments: their definition (docs/api.md, `POST /v1/experiments`) and the
+//! deterministic assignment of docs/experiments.md, which any system can reproduce:
 //!
 //! bucket = the first 8 bytes of SHA-256(salt + ":" + phone_hash), big-endian, mod 10 000;
 //! arm i owns the buckets [⌊10 000·W(i−1)/W⌋, ⌊10 000·W(i)/W⌋), where W(i) is the sum of

@@ -1,4 +1,4 @@
-//! Inbound intent classification (METRICS.md, `inbound.intent`).
+//! Inbound intent classification (docs/metrics.md, "Intent keywords").
 //!
 //! The whole message, trimmed, compared case-insensitively with trailing punctuation
 //! removed, must equal a configured keyword of an intent; anything else is `other`.

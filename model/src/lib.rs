@@ -1,6 +1,6 @@
 //! `chatlake-model`: the vocabulary every other crate shares.
 //!
-//! It owns the event tables of METRICS.md as Rust structs with their Arrow schemas
+//! It owns the event tables of docs/metrics.md as Rust structs with their Arrow schemas
 //! ([`tables`]), E.164 normalisation and the keyed phone hash ([`phone`]), inbound
 //! intent classification ([`intent`]), timestamps ([`time`]) and the lake's paths and
 //! partitioning ([`lake`]). It does no IO and knows nothing of tokio or DataFusion.

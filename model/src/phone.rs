@@ -1,4 +1,4 @@
-//! E.164 normalisation and the keyed phone hash of METRICS.md.
+//! E.164 normalisation and the keyed phone hash of docs/metrics.md ("Identities and time").
 //!
 //! `phone_hash` = lowercase hex of HMAC-SHA256(key as UTF-8 bytes, E.164 text with its
 //! leading `+`). A recipient known only by a WhatsApp business-scoped user id (BSUID,

@@ -1,7 +1,7 @@
-//! The experiment statistics of EXPERIMENTS.md, as pure functions on `statrs`.
+//! The experiment statistics of docs/experiments.md, as pure functions on `statrs`.
 //!
 //! Start at [`analyse`]: it takes per-arm summaries of every metric ([`AnalysisRequest`])
-//! and answers the JSON of EXPERIMENTS.md "What a result looks like"
+//! and answers the JSON of docs/experiments.md, "What a result contains"
 //! ([`AnalysisResult`]). Everything else here is a building block it uses, public so that
 //! the API and the tests can call it alone: [`welch`], [`holm`], [`srm`],
 //! [`beta_chance_to_beat`], [`power_n_per_arm`], [`power_mde`] and [`cuped`].
@@ -318,7 +318,7 @@ pub struct AnalysisRequest {
     pub incremental: bool,
 }
 
-/// The answer of [`analyse`], serialized as EXPERIMENTS.md "What a result looks like".
+/// The answer of [`analyse`], serialized as docs/experiments.md, "What a result contains".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisResult {
     pub experiment_id: Option<String>,
@@ -799,7 +799,7 @@ fn validate_summary(
     Ok(())
 }
 
-/// Runs every test of EXPERIMENTS.md on a request: per-arm means and variances, the
+/// Runs every test of docs/experiments.md on a request: per-arm means and variances, the
 /// sample-ratio test when weights are given, and one [`Comparison`] per metric and
 /// non-control arm with Holm's adjustment across the arms of each metric.
 pub fn analyse(req: &AnalysisRequest) -> Result<AnalysisResult, StatsError> {
@@ -1102,7 +1102,7 @@ fn check_power_inputs(baseline: f64, alpha: f64, power: f64) -> Result<(f64, f64
 }
 
 /// Sample size per arm to detect a relative lift `mde` on a proportion `baseline` with a
-/// two-sided test at `alpha` and the given `power` (EXPERIMENTS.md's formula, rounded up).
+/// two-sided test at `alpha` and the given `power` (docs/experiments.md's formula, rounded up).
 /// `mde` may be negative; p₂ = baseline·(1 + mde) must stay in (0, 1).
 pub fn power_n_per_arm(baseline: f64, mde: f64, alpha: f64, power: f64) -> Result<u64, StatsError> {
     let (z_a, z_b) = check_power_inputs(baseline, alpha, power)?;

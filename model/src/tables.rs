@@ -1,4 +1,4 @@
-//! The event tables of METRICS.md: one struct per table, its Arrow schema, and the
+//! The event tables of docs/metrics.md: one struct per table, its Arrow schema, and the
 //! conversion of rows to a `RecordBatch`. Every table also carries `received_at`, the
 //! time chatlake accepted the event.
 //!

@@ -3,7 +3,7 @@
 //! (fixtures `whatsapp/api/`), a rate limit per sending number (80 msg/s by default),
 //! a minimum interval per recipient (the pair limit), and retries with exponential
 //! backoff and jitter for retryable errors only: 130429, 131056, 131000, 131016,
-//! 133004, HTTP 5xx and network errors (API.md). Every other error is permanent.
+//! 133004, HTTP 5xx and network errors (docs/api.md, `POST /v1/sends`). Every other error is permanent.
 //!
 //! The Cloud API has no idempotency key, so "network error" means only a failure
 //! *before* the request was sent (connect, TLS): nothing reached Meta, a retry is safe.
@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// Error codes that are retried (API.md, "Send and consent").
+/// Error codes that are retried (docs/api.md, "Sends and consent").
 pub const RETRYABLE: &[i64] = &[130429, 131056, 131000, 131016, 133004];
 
 /// Where and how to call.

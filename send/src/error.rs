@@ -77,7 +77,7 @@ impl Error {
         }
     }
 
-    /// The snake_case code of the API.md error body.
+    /// The snake_case code of the error body (docs/api.md, "Errors").
     pub fn code(&self) -> &'static str {
         match self {
             Error::OpenStore { .. } | Error::Store { .. } => "store_unavailable",

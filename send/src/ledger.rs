@@ -1,4 +1,4 @@
-//! The consent ledger (DESIGN.md, "The send/consent loop") in `<data dir>/chatlake.db`:
+//! The consent ledger (ARCHITECTURE.md, "Consent and suppression") in `<data dir>/chatlake.db`:
 //! append-only entries — phone hash, action, scope, source, timestamp, policy version,
 //! when and by whom each was recorded — from which the current state per scope is
 //! derived, and the **number book**: the E.164 number of each recipient the sender may
@@ -6,7 +6,7 @@
 //! WAL, the outbox and the logs hold only the phone hash. An entry is identified by its
 //! `event_id`, so the same webhook or request landing twice adds nothing.
 //!
-//! State rule (METRICS.md `send_skips`): for a scope, the latest entry (by `ts`, ties
+//! State rule (docs/api.md, `GET /v1/consent/{phone}`): for a scope, the latest entry (by `ts`, ties
 //! by arrival) whose scope is that scope or `all` decides: an opt-out gives
 //! `opted_out`, an opt-in `opted_in`, no entry at all `none` (the sender's
 //! `no_consent`). So an imported past entry never overrides a later one.

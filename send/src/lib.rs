@@ -1,4 +1,4 @@
-//! `chatlake-send`: the send/consent module (DESIGN.md, "The send/consent loop") — the
+//! `chatlake-send`: the send/consent module (ARCHITECTURE.md, "The sender") — the
 //! local state the sender needs and the lake cannot hold, and the sender itself.
 //!
 //! Start reading at [`sender::Sender`]: it takes a validated request

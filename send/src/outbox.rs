@@ -58,7 +58,7 @@ pub struct SendSpec {
 }
 
 /// What one recipient's send carries beyond the request's spec: the fields that land
-/// in `sends` (METRICS.md), and the template variables when they are the recipient's
+/// in `sends` (docs/metrics.md, "Event tables"), and the template variables when they are the recipient's
 /// own.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

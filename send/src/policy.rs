@@ -1,4 +1,4 @@
-//! The send policy (DESIGN.md, "The send/consent loop"): for one recipient, in order,
+//! The send policy (docs/api.md, `POST /v1/sends`): for one recipient, in order,
 //! consent for the template's category → suppression list → holdout → frequency cap →
 //! quiet hours in the recipient's time zone → 24-hour service window (free-form
 //! messages only). A pure function of its inputs, so every rule is testable with an
@@ -170,7 +170,7 @@ impl Policy {
     }
 
     /// The first two rules alone — consent, then the suppression list — as the skip
-    /// reason, or `None` when the recipient could be messaged. EXPERIMENTS.md assigns
+    /// reason, or `None` when the recipient could be messaged. docs/experiments.md assigns
     /// only such recipients, so the sender assigns between this and [`Policy::decide`].
     pub fn eligibility(&self, f: &Facts) -> Option<&'static str> {
         if f.category != "service" {

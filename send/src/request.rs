@@ -15,7 +15,7 @@ pub const CATEGORIES: &[&str] = &["marketing", "utility", "authentication"];
 /// Largest send request.
 pub const MAX_RECIPIENTS: usize = 1_000_000;
 
-/// The body of `POST /v1/sends` (API.md "Send and consent").
+/// The body of `POST /v1/sends` (docs/api.md, "Sends and consent").
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {

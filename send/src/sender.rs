@@ -4,7 +4,7 @@
 //! intents in the outbox, and runs a worker that calls the Cloud API.
 //!
 //! What it needs from outside the crate comes in through two small traits, so the
-//! orchestration stays in `api` (STYLE.md): a [`Sink`] that makes events durable
+//! orchestration stays in `api` (ARCHITECTURE.md, "Crate map"): a [`Sink`] that makes events durable
 //! (ingest's WAL) and [`Suppressed`], the suppression list in effect. The lake's
 //! service-window facts (each recipient's last inbound message) are passed in.
 

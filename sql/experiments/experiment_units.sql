@@ -4,7 +4,7 @@
 -- parameters: experiment_id (a string literal), window_s, pre_window_s, reply_window_s, currency (a string literal)
 --
 -- In the window only the experiment's own messages count for delivered / read / clicked
--- / replied (EXPERIMENTS.md); before assignment the experiment has sent nothing, so the
+-- / replied (docs/experiments.md); before assignment the experiment has sent nothing, so the
 -- covariates count every message to the unit, of any campaign. `converted`, `revenue`
 -- and `opted_out` need no message. `revenue` sums the orders in ${currency} (repeated
 -- on each row as `revenue_currency`, for the experiment's snapshot); orders in

@@ -76,7 +76,7 @@ pub struct Unit {
     pub sql: String,
 }
 
-/// A metric of METRICS.md.
+/// A metric of docs/metrics.md.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metric {
     pub name: String,
@@ -115,7 +115,7 @@ pub const TIME_BUCKETS: [(&str, &str); 3] = [
     ("month", "the cohort time's month, labelled YYYY-MM"),
 ];
 
-/// The dimensions of METRICS.md "Grouping", with their one-line definitions.
+/// The dimensions of docs/metrics.md, "Grouping", with their one-line definitions.
 pub const DIMENSIONS: [(&str, &str); 8] = [
     (
         "campaign_id",

@@ -12,7 +12,7 @@ use object_store::ObjectStoreExt;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The unit metrics of EXPERIMENTS.md, and whether each is binary (0/1).
+/// The unit metrics of docs/experiments.md, and whether each is binary (0/1).
 pub const UNIT_METRICS: &[(&str, bool)] = &[
     ("clicked", true),
     ("converted", true),

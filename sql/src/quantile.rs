@@ -4,7 +4,7 @@
 //! Why our own: DataFusion 55's `percentile_cont` (which it also answers to as
 //! `quantile_cont`) truncates its interpolation weight to six decimals (apache/datafusion
 //! issue 25266), so a p90 could be off by up to a millionth of the gap between its two
-//! neighbours; METRICS.md promises exact quantiles. The engine registers this aggregate
+//! neighbours; docs/metrics.md promises exact quantiles. The engine registers this aggregate
 //! under DuckDB's name in every session it creates (which replaces DataFusion's alias),
 //! so the metric definitions keep running unchanged in DuckDB (`chatlake bench metrics`).
 //!

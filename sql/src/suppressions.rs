@@ -1,4 +1,4 @@
-//! The suppression list (METRICS.md "Suppression list"), computed in DataFusion from
+//! The suppression list (docs/metrics.md, "Suppression list"), computed in DataFusion from
 //! the lake by `sql/suppressions/suppressions.sql`: one row per (recipient, reason)
 //! with `since` and `until`. Thresholds are `[suppressions]` settings.
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 const DAY_S: u64 = 86_400;
 
-/// Thresholds of the suppression list (defaults of METRICS.md) and its schedule.
+/// Thresholds of the suppression list (defaults of docs/metrics.md) and its schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SuppressionOptions {

@@ -1,5 +1,5 @@
 -- suppression: suppressions
--- definition: who must not get marketing messages now (METRICS.md "Suppression list"): one row per (phone_hash, reason) with since and until
+-- definition: who must not get marketing messages now (docs/metrics.md, "Suppression list"): one row per (phone_hash, reason) with since and until
 -- parameters: now (a timestamp literal), holdouts (a SELECT of the running persistent experiments' experiment_id, ends_at), and the thresholds of [suppressions]
 WITH
 opt AS (

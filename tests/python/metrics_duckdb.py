@@ -1,4 +1,4 @@
-"""An independent implementation of METRICS.md in DuckDB, over the lake's Parquet files.
+"""An independent implementation of docs/metrics.md in DuckDB, over the lake's Parquet files.
 
 Written from the spec, separately from chatlake's sql/ definitions (different shapes:
 QUALIFY, ASOF JOIN, arg_max), so that the end-to-end test can compare every figure that

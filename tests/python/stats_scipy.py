@@ -1,4 +1,4 @@
-"""Reference figures for chatlake's experiment statistics (EXPERIMENTS.md), computed with
+"""Reference figures for chatlake's experiment statistics (docs/experiments.md), computed with
 scipy / statsmodels / numpy independently of the Rust code in model/src/stats.rs.
 
 Prints one JSON object {"cases": [...]} on stdout. Each case has a `type`, the inputs the
