@@ -53,7 +53,7 @@ macro_rules! roles {
 }
 
 roles! {
-    /// Event and webhook ingest, flush.
+    /// Event ingest (`/v1/events/{table}`).
     Ingesters = [Ingest, Admin];
     /// Admin routes.
     Admins = [Admin];
