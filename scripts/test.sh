@@ -27,5 +27,6 @@ cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> tests"
-cargo nextest run --workspace --all-targets --locked --no-fail-fast </dev/null
+# Doc tests first, so that nextest's summary of the whole suite is the last line.
 cargo test --workspace --doc --locked </dev/null
+cargo nextest run --workspace --all-targets --locked --no-fail-fast </dev/null

@@ -298,12 +298,20 @@ pub async fn run(opts: StandinOptions) -> Result<()> {
         .route("/{version}/{phone_number_id}/messages", axum::routing::post(messages))
         .route(
             "/stats",
-            axum::routing::get(|State(st): State<Arc<Standin>>| async move {
-                let per = st.per_recipient.lock().unwrap_or_else(|p| p.into_inner());
-                Json(json!({"calls": st.calls.load(Ordering::SeqCst), "sent": st.sent.load(Ordering::SeqCst),
-                    "dropped": st.dropped.load(Ordering::SeqCst),
-                    "recipients": per.len(), "max_per_recipient": per.values().max().copied().unwrap_or(0)}))
-            }),
+            axum::routing::get(
+                |State(st): State<Arc<Standin>>,
+                 axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    let per = st.per_recipient.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut v = json!({"calls": st.calls.load(Ordering::SeqCst), "sent": st.sent.load(Ordering::SeqCst),
+                        "dropped": st.dropped.load(Ordering::SeqCst),
+                        "recipients": per.len(), "max_per_recipient": per.values().max().copied().unwrap_or(0)});
+                    // `?per_recipient=true`: messages accepted per wa_id.
+                    if q.get("per_recipient").is_some_and(|x| x == "true") {
+                        v["per_recipient"] = json!(*per);
+                    }
+                    Json(v)
+                },
+            ),
         )
         .route(
             "/_standin/webhook_url",

@@ -52,9 +52,25 @@ fn the_loop_closes() {
     assert_eq!(done["failed"], 0);
     assert_eq!(standin_stats(&sim)["sent"], 2);
 
-    // The stand-in's statuses arrive as signed webhooks.
-    std::thread::sleep(Duration::from_millis(300));
-    s.flush();
+    // The stand-in's statuses arrive as signed webhooks: wait (with a deadline) until
+    // every message has its sent, delivered and read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        s.flush();
+        let kinds: Vec<String> = read_table(dir.path(), "statuses")
+            .iter()
+            .flat_map(|b| strings(b, "status"))
+            .flatten()
+            .collect();
+        if ["sent", "delivered", "read"]
+            .iter()
+            .all(|k| kinds.iter().filter(|x| x.as_str() == *k).count() >= 2)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "statuses: {kinds:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let sends = read_table(dir.path(), "sends");
     let wamids: Vec<String> = sends
         .iter()
@@ -187,6 +203,22 @@ fn holdout_members_are_assigned_and_never_sent_to() {
         .collect();
     assert_eq!(arms.len(), 20, "every eligible recipient is assigned once");
     assert_eq!(arms.iter().filter(|a| *a == "holdout").count(), held);
+    // The stand-in saw every other recipient and none held out (the queued ones are
+    // sent once their worker ends; quiet hours cannot hold them at the test clock).
+    wait_done(&s, v["request_id"].as_str().expect("id"));
+    let per: Value = client()
+        .get(format!("{}/stats?per_recipient=true", sim.base))
+        .send()
+        .expect("stats")
+        .json()
+        .expect("json");
+    for p in &phones {
+        let calls = per["per_recipient"][p.trim_start_matches('+')]
+            .as_u64()
+            .unwrap_or(0);
+        let want = u64::from(exp.assign(&hash(p)) != "holdout");
+        assert_eq!(calls, want, "{p}: {per}");
+    }
 }
 
 #[test]

@@ -52,6 +52,31 @@ pub fn sign_shopify(secret: &str, body: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Known answers from outside this code: RFC 4231, test case 2 (HMAC-SHA256 of
+    /// "what do ya want for nothing?" under the key "Jefe") — the digest in hex for
+    /// Meta's `X-Hub-Signature-256: sha256=<hex>`, in base64 for Shopify's
+    /// `X-Shopify-Hmac-Sha256` (`python3 -c "import hmac,hashlib,base64; d=hmac.new(b'Jefe',
+    /// b'what do ya want for nothing?',hashlib.sha256).digest(); print(base64.b64encode(d))"`).
+    #[test]
+    fn known_answers_of_both_headers() {
+        let body = b"what do ya want for nothing?";
+        let hex = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let b64 = "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=";
+        assert_eq!(sign_whatsapp("Jefe", body), format!("sha256={hex}"));
+        assert!(verify_whatsapp(
+            "Jefe",
+            body,
+            Some(&format!("sha256={hex}"))
+        ));
+        assert!(
+            !verify_whatsapp("Jefe", body, Some(hex)),
+            "the sha256= prefix is required"
+        );
+        assert_eq!(sign_shopify("Jefe", body), b64);
+        assert!(verify_shopify("Jefe", body, Some(b64)));
+        assert!(!verify_shopify("jefe", body, Some(b64)));
+    }
+
     #[test]
     fn round_trips_and_rejects_tampering() {
         let body = br#"{"a":"\u00e9"}"#;
