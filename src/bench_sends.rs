@@ -135,6 +135,10 @@ pub async fn run(args: SendsBench) -> Result<()> {
             .env("CHATLAKE_WHATSAPP_PHONE_NUMBER_ID", "pn1")
             .env("CHATLAKE_SENDER__RATE_LIMIT_PER_S", "0")
             .env("CHATLAKE_SENDER__PAIR_INTERVAL_MS", "0")
+            // No quiet hours: the bench measures the same work at any time of day
+            // (the recipients' zones would otherwise defer them at night).
+            .env("CHATLAKE_SENDER__QUIET_HOURS_START", "00:00")
+            .env("CHATLAKE_SENDER__QUIET_HOURS_END", "00:00")
             .env("CHATLAKE_SENDER__CONCURRENCY", args.concurrency.to_string())
             .env("CHATLAKE_SUPPRESSIONS__REFRESH_INTERVAL_S", "0")
             .env("CHATLAKE_LOG", "warn"),
