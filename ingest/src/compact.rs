@@ -85,29 +85,29 @@ fn conform(batch: RecordBatch, table: Table, path: &str) -> Result<RecordBatch> 
             _ => {
                 return Err(Error::Parquet {
                     path: path.into(),
-                    message: format!("column `{}` is missing or has another type", f.name()),
+                    source: format!("column `{}` is missing or has another type", f.name()).into(),
                 });
             }
         }
     }
     RecordBatch::try_new(schema, cols).map_err(|e| Error::Parquet {
         path: path.into(),
-        message: e.to_string(),
+        source: e.into(),
     })
 }
 
 fn read_all(table: Table, path: &str, bytes: Bytes) -> Result<Vec<RecordBatch>> {
-    let perr = |e: &dyn std::fmt::Display| Error::Parquet {
+    let perr = |e: crate::error::Cause| Error::Parquet {
         path: path.into(),
-        message: e.to_string(),
+        source: e,
     };
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| perr(&e))?
+        .map_err(|e| perr(e.into()))?
         .build()
-        .map_err(|e| perr(&e))?;
+        .map_err(|e| perr(e.into()))?;
     reader
         .map(|b| {
-            b.map_err(|e| perr(&e))
+            b.map_err(|e| perr(e.into()))
                 .and_then(|b| conform(b, table, path))
         })
         .collect()
@@ -123,7 +123,7 @@ fn sort_by_time(batch: &RecordBatch, path: &str) -> Result<RecordBatch> {
     let cols: Vec<SortColumn> = ["ts", "received_at"].into_iter().filter_map(key).collect();
     let perr = |e: arrow::error::ArrowError| Error::Parquet {
         path: path.into(),
-        message: e.to_string(),
+        source: e.into(),
     };
     let idx = lexsort_to_indices(&cols, None).map_err(perr)?;
     take_record_batch(batch, &idx).map_err(perr)
@@ -164,7 +164,7 @@ pub async fn compact(
             }
             let merged = concat_batches(&table.schema(), &batches).map_err(|e| Error::Parquet {
                 path: label.clone(),
-                message: e.to_string(),
+                source: e.into(),
             })?;
             drop(batches);
             let sorted = sort_by_time(&merged, &label)?;

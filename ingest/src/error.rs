@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 pub use chatlake_model::ErrorKind;
 
+/// The underlying error a failure keeps as its cause (`std::error::Error::source`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors of the ingest crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,20 +40,36 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Reading the write-ahead log at start-up failed.
-    #[error("reading the write-ahead log {path}: {message}")]
-    ReadWal { path: PathBuf, message: String },
+    #[error("reading the write-ahead log {path}: {source}")]
+    ReadWal {
+        path: PathBuf,
+        #[source]
+        source: Cause,
+    },
     /// The ingest pipeline is shutting down.
     #[error("ingest is shutting down")]
     ShuttingDown,
     /// Writing a file to the lake failed.
-    #[error("writing {path} to the lake: {message}")]
-    WriteLake { path: String, message: String },
+    #[error("writing {path} to the lake: {source}")]
+    WriteLake {
+        path: String,
+        #[source]
+        source: Cause,
+    },
     /// Reading from the lake failed.
-    #[error("reading {path} from the lake: {message}")]
-    ReadLake { path: String, message: String },
+    #[error("reading {path} from the lake: {source}")]
+    ReadLake {
+        path: String,
+        #[source]
+        source: Cause,
+    },
     /// Opening the lake URL failed.
-    #[error("opening the lake at {url}: {message}")]
-    OpenLake { url: String, message: String },
+    #[error("opening the lake at {url}: {source}")]
+    OpenLake {
+        url: String,
+        #[source]
+        source: Cause,
+    },
     /// Local state (checkpoint, intent, dead letters) could not be read or written.
     #[error("{action} {path}: {source}")]
     LocalState {
@@ -63,8 +82,12 @@ pub enum Error {
     #[error("no dead letter with id `{id}`")]
     DeadLetterNotFound { id: String },
     /// Encoding Parquet failed (our bug or a corrupt input file during compaction).
-    #[error("encoding Parquet for {path}: {message}")]
-    Parquet { path: String, message: String },
+    #[error("encoding Parquet for {path}: {source}")]
+    Parquet {
+        path: String,
+        #[source]
+        source: Cause,
+    },
     /// Building an Arrow batch failed.
     #[error(transparent)]
     Model(#[from] chatlake_model::Error),
@@ -125,3 +148,27 @@ impl Error {
 
 /// Result with the ingest error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod cause_tests {
+    use super::*;
+
+    #[test]
+    fn a_lake_failure_keeps_its_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full");
+        let e = Error::WriteLake {
+            path: "events/sends/date=2026-01-01/w-1.parquet".into(),
+            source: io.into(),
+        };
+        assert!(e.to_string().ends_with(": disk full"), "{e}");
+        let cause = std::error::Error::source(&e).expect("a source");
+        assert_eq!(
+            cause
+                .downcast_ref::<std::io::Error>()
+                .expect("the io::Error")
+                .kind(),
+            std::io::ErrorKind::StorageFull
+        );
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+    }
+}

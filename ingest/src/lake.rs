@@ -27,10 +27,10 @@ pub enum Lake {
     },
 }
 
-fn io_err(path: &str, e: impl std::fmt::Display) -> Error {
+fn io_err(path: &str, e: impl Into<crate::error::Cause>) -> Error {
     Error::WriteLake {
         path: path.to_owned(),
-        message: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -44,18 +44,18 @@ impl Lake {
     pub fn from_url(url: &str) -> Result<Lake> {
         let parsed = url::Url::parse(url).map_err(|e| Error::OpenLake {
             url: url.into(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
         if parsed.scheme() == "file" {
             let path = parsed.to_file_path().map_err(|_| Error::OpenLake {
                 url: url.into(),
-                message: "not an absolute file path".into(),
+                source: "not an absolute file path".into(),
             })?;
             return Ok(Lake::local(path));
         }
         let (store, prefix) = object_store::parse_url(&parsed).map_err(|e| Error::OpenLake {
             url: url.into(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
         Ok(Lake::Remote {
             url: url.into(),
@@ -92,7 +92,7 @@ impl Lake {
                 .await
                 .map_err(|e| Error::WriteLake {
                     path: "(task)".into(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })?
             }
             Lake::Remote { store, prefix, .. } => {
@@ -107,21 +107,21 @@ impl Lake {
 
     /// Reads a whole file.
     pub async fn get(&self, rel: &str) -> Result<Bytes> {
-        let read_err = |e: &dyn std::fmt::Display| Error::ReadLake {
+        let read_err = |e: crate::error::Cause| Error::ReadLake {
             path: rel.to_owned(),
-            message: e.to_string(),
+            source: e,
         };
         match self {
             Lake::Local { root } => tokio::fs::read(root.join(rel))
                 .await
                 .map(Bytes::from)
-                .map_err(|e| read_err(&e)),
+                .map_err(|e| read_err(e.into())),
             Lake::Remote { store, prefix, .. } => {
                 let r = store
                     .get(&Self::obj_path(prefix, rel))
                     .await
-                    .map_err(|e| read_err(&e))?;
-                r.bytes().await.map_err(|e| read_err(&e))
+                    .map_err(|e| read_err(e.into()))?;
+                r.bytes().await.map_err(|e| read_err(e.into()))
             }
         }
     }
@@ -157,7 +157,7 @@ impl Lake {
                 .await
                 .map_err(|e| Error::ReadLake {
                     path: rel_dir.into(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })?
             }
             Lake::Remote { store, prefix, .. } => {
@@ -168,7 +168,7 @@ impl Lake {
                 while let Some(meta) = stream.next().await {
                     let meta = meta.map_err(|e| Error::ReadLake {
                         path: rel_dir.into(),
-                        message: e.to_string(),
+                        source: e.into(),
                     })?;
                     let loc = meta.location.to_string();
                     let rel = loc.strip_prefix(&strip).unwrap_or(&loc).to_owned();
@@ -289,12 +289,12 @@ pub fn encode_parquet(
     let Some(first) = batches.first() else {
         return Err(Error::Parquet {
             path: path.into(),
-            message: "no batches".into(),
+            source: "no batches".into(),
         });
     };
     let perr = |e: parquet::errors::ParquetError| Error::Parquet {
         path: path.into(),
-        message: e.to_string(),
+        source: e.into(),
     };
     let mut buf = Vec::with_capacity(64 << 10);
     let mut w = ArrowWriter::try_new(&mut buf, first.schema(), Some(props)).map_err(perr)?;

@@ -205,7 +205,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
             .map(Some)
             .map_err(|e| Error::ReadWal {
                 path: path.to_owned(),
-                message: e.to_string(),
+                source: e.into(),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::local("reading", path, e)),
@@ -231,10 +231,11 @@ impl Ingestor {
         for r in records.into_iter().filter(|r| r.seq > checkpoint) {
             let events = decode_record(&r.payload).map_err(|message| Error::ReadWal {
                 path: wal_dir.to_owned(),
-                message: format!(
+                source: format!(
                     "record {} does not decode ({message}); was it written by a newer chatlake?",
                     r.seq
-                ),
+                )
+                .into(),
             })?;
             pending.push((r.seq, events));
         }
@@ -613,7 +614,7 @@ async fn write_flush(
                 Vec::new(),
                 Err(Error::Parquet {
                     path: "(flush)".into(),
-                    message: e.to_string(),
+                    source: e.into(),
                 }),
             );
         }

@@ -140,9 +140,10 @@ impl Wal {
             if !zero_tail && i + 1 < names.len() {
                 return Err(Error::ReadWal {
                     path: path.clone(),
-                    message: format!(
+                    source: format!(
                         "corrupt record at byte {valid} in a segment that is not the last"
-                    ),
+                    )
+                    .into(),
                 });
             }
             if let (Some(prev), Some(first)) =
@@ -151,7 +152,7 @@ impl Wal {
             {
                 return Err(Error::ReadWal {
                     path: path.clone(),
-                    message: format!("sequence gap: {} follows {prev}", first.seq),
+                    source: format!("sequence gap: {} follows {prev}", first.seq).into(),
                 });
             }
             records.extend(recs);
