@@ -142,11 +142,6 @@ impl Sender {
         })
     }
 
-    /// The clock decisions are made by.
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
-
     /// The phone hashes of a request's recipients, in order.
     pub fn recipient_hashes(&self, v: &Validated) -> Vec<String> {
         v.recipients
